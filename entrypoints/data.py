@@ -1,0 +1,8 @@
+"""MLproject entry point 'data': a thin wrapper over `retention data` (see retention/cli.py)."""
+
+import sys
+
+from retention.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["--no-progress", "data", *sys.argv[1:]]))

@@ -1,0 +1,147 @@
+"""The ``retention`` console script. Its sub-commands mirror the MLproject entry points.
+
+Examples
+--------
+::
+
+    retention data                      # validate + split the raw data, log to MLflow
+    retention data --data-dir ~/raw     # use your own copies of the raw files
+    retention main --profile smoke      # every step, tiny budgets
+    retention main --no-reuse           # re-run steps even if a finished run matches
+
+Errors a user can fix (bad data, a missing file, a bad option) are printed as one readable
+message and the command exits non-zero; ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from retention.config import PROFILES, load_config
+from retention.errors import RetentionError
+
+
+def _bool(value: str) -> bool:
+    low = str(value).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def _kv(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected section.field=value, got {value!r}")
+    return key.strip(), val.strip()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="budget profile: smoke (tests), cpu (default), gpu")
+    p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set risk.max_depth=4 (repeatable)")
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="none",
+                   help="folder holding your own raw files, searched before data/raw and the mirror "
+                   "(default: none)")
+    p.add_argument("--allow-download", type=_bool, default=True, metavar="BOOL",
+                   help="fall back to the public sources when no local copy exists (default true)")
+
+
+def _data_dir(args: argparse.Namespace) -> str | None:
+    value = (getattr(args, "data_dir", None) or "").strip()
+    return None if value.lower() in ("", "none") else value
+
+
+def _config(args: argparse.Namespace):
+    overrides: dict[str, Any] = dict(args.overrides)
+    if _data_dir(args):
+        overrides["data.data_dir"] = _data_dir(args)
+    if hasattr(args, "allow_download"):
+        overrides["data.allow_download"] = args.allow_download
+    return load_config(args.profile, overrides)
+
+
+def _params(args: argparse.Namespace, cfg) -> dict[str, Any]:
+    return {
+        "profile": cfg.profile,
+        "data_dir": _data_dir(args) or "none",
+        "allow_download": str(getattr(args, "allow_download", True)).lower(),
+    }
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from retention import steps
+
+    cfg = _config(args)
+    steps.data(cfg, _params(args, cfg), progress=not args.no_progress)
+
+
+def cmd_main(args: argparse.Namespace) -> None:
+    from retention import steps
+
+    cfg = _config(args)
+    steps.main(cfg, _params(args, cfg), reuse=args.reuse)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from retention import steps
+
+    steps.write_default_experiment()
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callable]]] = {
+    "init": (cmd_init, "create the MLflow experiment (sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
+    "data": (cmd_data, "resolve, validate (Great Expectations), clean and split the raw data",
+             [_common, _data_options]),
+    "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
+             [_common, _data_options]),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retention",
+        description="Churn-retention pipeline: each command is an MLflow Project entry point "
+        "(`mlflow run . -e <command>`) and logs to MLflow tracking "
+        "($MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (func, help_text, adders) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        for add in adders:
+            add(p)
+        if name == "main":
+            p.add_argument("--reuse", type=_bool, default=True, metavar="BOOL",
+                           help="reuse a finished step run with the same parameters and git commit (default true)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except RetentionError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures. Tests never touch the network: raw data comes from the local mirror."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mirror() -> Path:
+    return Path(os.environ.get("RETENTION_DATA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = _mirror()
+    if not (path / "telco").is_dir():
+        pytest.fail(
+            f"the data mirror is missing at {path}: set RETENTION_DATA_MIRROR to a folder laid out like "
+            "../shared/data (see README, 'Data sources')."
+        )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Fail loudly if anything tries to open a socket to a non-loopback host."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("/"):
+            raise RuntimeError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """An isolated MLflow store: sqlite in tmp_path, artifacts in tmp_path/mlartifacts (cwd = tmp_path)."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "retention-test")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # mlflow.projects.run launches `python entrypoints/...`: make that the interpreter running the tests.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    yield tmp_path
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def raw_dir(tmp_path, mirror) -> Path:
+    """A --data-dir holding copies of the mirror's Telco CSV and Bank gzip, for corrupting."""
+    d = tmp_path / "raw"
+    (d / "telco").mkdir(parents=True)
+    (d / "bank").mkdir()
+    shutil.copy(mirror / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv", d / "telco")
+    shutil.copy(mirror / "bank" / "bank-additional-full.csv.gz", d / "bank")
+    return d

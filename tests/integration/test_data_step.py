@@ -1,0 +1,68 @@
+"""The data step on the real mirror, logged to a throwaway MLflow store; main's step reuse."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retention import steps
+from retention.config import load_config
+from retention.errors import DataValidationError
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(tmp_path, mirror, **extra):
+    return load_config("smoke", {"data.mirror_dir": str(mirror), "data.cache_dir": str(tmp_path / "cache"),
+                                 "data.processed_dir": str(tmp_path / "processed"), "data.allow_download": False,
+                                 **extra})
+
+
+def test_data_run_logs_inputs_gx_and_manifest(tracking, mirror):
+    cfg = _cfg(tracking, mirror)
+    run_id = steps.data(cfg, {"profile": "smoke"}, progress=False)
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    names = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+    assert ("telco-train", "train") in names and ("bank-test", "test") in names and len(names) == 15
+    assert run.data.tags["gx.verdict"] == "passed"
+    arts = {f.path for f in MlflowClient().list_artifacts(run_id, "gx")}
+    assert {"gx/telco_raw.json", "gx/bank_raw.json", "gx/telco_processed.json"} <= arts
+    manifest = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/manifest.json")
+    assert manifest["datasets"]["telco"]["test"]["rows"] == run.data.metrics["rows_telco_test"]
+    assert run.info.artifact_uri.startswith((tracking / "mlartifacts").as_uri())
+
+
+def test_failed_validation_marks_run_failed_and_logs_result(tracking, mirror, raw_dir):
+    path = raw_dir / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    path.write_text(path.read_text().replace(",Yes\n", ",Perhaps\n", 1))
+    cfg = _cfg(tracking, mirror, **{"data.data_dir": str(raw_dir)})
+    with pytest.raises(DataValidationError, match="Perhaps"):
+        steps.data(cfg, {"profile": "smoke"}, progress=False)
+    run = MlflowClient().search_runs([mlflow.get_experiment_by_name("retention-test").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["gx.telco_raw"] == "failed"
+    text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/gx/failure.txt")
+    assert "column 'Churn'" in text
+    assert not (tracking / "processed").exists()
+
+
+def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mirror, monkeypatch, capsys):
+    """main launches `data` through mlflow.projects.run, as `mlflow run . -e main` does."""
+    # The step runs with the project folder as cwd (as under `mlflow run`): point its outputs here.
+    monkeypatch.setenv("RETENTION_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("RETENTION_PROCESSED_DIR", str(tracking / "data" / "processed"))
+    monkeypatch.setenv("RETENTION_CACHE_DIR", str(tracking / "data" / "raw"))
+    cfg = load_config("smoke")
+    params = {"profile": "smoke", "data_dir": "none", "allow_download": "false"}
+    steps.main(cfg, params)
+    assert "launching 'data'" in capsys.readouterr().out
+    steps.main(cfg, params)
+    assert "reusing finished 'data'" in capsys.readouterr().out
+    shutil.rmtree(tracking / "data" / "processed" / "telco")
+    steps.main(cfg, params)
+    out = capsys.readouterr().out
+    assert "outputs changed: re-running" in out and (tracking / "data/processed/telco/test.parquet").is_file()
