@@ -92,6 +92,26 @@ def cmd_main(args: argparse.Namespace) -> None:
     steps.main(cfg, _params(args, cfg), reuse=args.reuse)
 
 
+def _run_id_option(name: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default="none", help=help_text)
+
+    return add
+
+
+def _step(func_name: str, keys: tuple[str, ...]) -> Callable[[argparse.Namespace], None]:
+    """A command that runs ``retention.steps.<func_name>`` with ``profile`` and the run-id options."""
+
+    def run(args: argparse.Namespace) -> None:
+        from retention import steps
+
+        cfg = _config(args)
+        params = {"profile": cfg.profile, **{k: getattr(args, k) for k in keys}}
+        getattr(steps, func_name)(cfg, params)
+
+    return run
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     from retention import steps
 
@@ -102,6 +122,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
     "init": (cmd_init, "create the MLflow experiment (sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
     "data": (cmd_data, "resolve, validate (Great Expectations), clean and split the raw data",
              [_common, _data_options]),
+    "train_risk": (_step("train_risk", ("data_run_id",)),
+                   "train the calibrated churn-risk model (Telco) and register it as 'churn-risk'",
+                   [_common, _run_id_option("data_run_id", "run id of the 'data' step to read (default: none = "
+                                            "the configured data.processed_dir)")]),
+    "train_accept": (_step("train_accept", ("data_run_id",)),
+                     "train the calibrated, offer-monotone acceptance model (Bank) and register 'offer-accept'",
+                     [_common, _run_id_option("data_run_id", "run id of the 'data' step to read (default: none = "
+                                              "the configured data.processed_dir)")]),
+    "promote": (_step("promote", ("risk_run_id", "accept_run_id")),
+                "gate the candidate models: alias 'champion' if they pass, else 'challenger' (with the reasons)",
+                [_common, _run_id_option("risk_run_id", "train_risk run whose version to gate (default: latest)"),
+                 _run_id_option("accept_run_id", "train_accept run whose version to gate (default: latest)")]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }

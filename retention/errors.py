@@ -52,6 +52,12 @@ class DataValidationError(RetentionError):
         return "\n".join(lines)
 
 
+class RegistryError(RetentionError):
+    """A model or version the step needs is not in the registry."""
+
+    exit_code = 6
+
+
 class InputError(RetentionError):
     """Scoring input is malformed; ``fields`` maps each bad field to what is wrong with it."""
 

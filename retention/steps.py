@@ -7,21 +7,21 @@ run is started and tagged with the entry point so that ``main`` can reuse it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from mlflow.utils import mlflow_tags
 
 from retention.config import Config
-from retention.errors import DataValidationError
+from retention.errors import DataSourceError, DataValidationError, RegistryError
 from retention.tracking import configure_tracking, git_commit, log_params_flat, run_step, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -107,25 +107,96 @@ def data_outputs_ok(run: Run) -> bool:
     return outputs_match(processed, manifest)
 
 
-# The steps ``main`` runs, in order: (entry point, parameters taken from main's, output check).
-MAIN_STEPS: list[tuple[str, tuple[str, ...], Callable[[Run], bool] | None]] = [
-    ("data", ("profile", "data_dir", "allow_download"), data_outputs_ok),
-]
+def processed_dir_of(data_run_id: str, cfg: Config) -> Path:
+    """The processed-data folder handed over by a ``data`` run (or the configured one for 'none')."""
+    if data_run_id in ("", "none"):
+        return Path(cfg.data.processed_dir)
+    run = MlflowClient().get_run(data_run_id)
+    if not data_outputs_ok(run):
+        raise DataSourceError(
+            f"the outputs of data run {data_run_id} are missing or changed; run the 'data' step again."
+        )
+    return Path(run.data.tags["processed_dir"])
+
+
+def _train(entry_point: str, cfg: Config, params: dict[str, Any]) -> str:
+    from retention.data.pipeline import load_split
+    from retention.tabular.logging import log_training
+    from retention.tabular.train import ACCEPT, RISK, accept_xy, risk_xy, train_model
+
+    spec, dataset, to_xy, model_cfg = {
+        "train_risk": (RISK, "telco", risk_xy, cfg.risk),
+        "train_accept": (ACCEPT, "bank", accept_xy, cfg.accept),
+    }[entry_point]
+    with step_run(entry_point, cfg, params) as run:
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        splits = {s: to_xy(load_split(processed, dataset, s)) for s in ("train", "valid", "test")}
+        result = train_model(spec, splits["train"], splits["valid"], splits["test"], model_cfg,
+                             seed=cfg.data.seed, ece_bins=cfg.gate.ece_bins)
+        info = log_training(result, splits["test"][0], cfg.gate.ece_bins)
+        m = result.metrics
+        print(f"{entry_point}: {spec.registered_name} v{info.registered_model_version} in {result.seconds:.1f}s; "
+              f"test AUC {m['raw']['roc_auc']:.4f} -> {m['calibrated']['roc_auc']:.4f} (logreg "
+              f"{m['logreg']['roc_auc']:.4f}), ECE {m['raw']['ece']:.4f} -> {m['calibrated']['ece']:.4f} "
+              f"(logreg {m['logreg']['ece']:.4f})")
+        return run.info.run_id
+
+
+def train_risk(cfg: Config, params: dict[str, Any]) -> str:
+    """The ``train_risk`` step: calibrated XGBoost churn risk, registered as ``churn-risk``."""
+    return _train("train_risk", cfg, params)
+
+
+def train_accept(cfg: Config, params: dict[str, Any]) -> str:
+    """The ``train_accept`` step: calibrated, monotone offer acceptance, registered as ``offer-accept``."""
+    return _train("train_accept", cfg, params)
+
+
+def promote(cfg: Config, params: dict[str, Any]) -> str:
+    """The ``promote`` step: gate the candidate versions of ``churn-risk`` and ``offer-accept``."""
+    from retention.registry import promote_version, thresholds_for
+
+    client = MlflowClient()
+    with step_run("promote", cfg, params) as run:
+        for name, key in (("churn-risk", "risk_run_id"), ("offer-accept", "accept_run_id")):
+            run_id = params.get(key, "none")
+            if run_id in ("", "none"):
+                versions = client.search_model_versions(f"name='{name}'", order_by=["version_number DESC"],
+                                                        max_results=1)
+            else:
+                versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if not versions:
+                producer = "train_risk" if name == "churn-risk" else "train_accept"
+                source = f" from run {run_id}" if run_id not in ("", "none") else ""
+                raise RegistryError(f"no version of '{name}' to gate{source}; run the '{producer}' step first.")
+            version = versions[0]
+            metrics = client.get_run(version.run_id).data.metrics
+            candidate = {"roc_auc": metrics["test_calibrated_roc_auc"], "ece": metrics["test_calibrated_ece"]}
+            verdict = promote_version(client, name, version.version, candidate, thresholds_for(name, cfg.gate),
+                                      cfg.gate.tolerance)
+            mlflow.set_tag(f"verdict.{name}", f"v{version.version} -> {verdict.alias}")
+            mlflow.log_metrics({f"{name.replace('-', '_')}_promoted": float(verdict.promote)})
+            reasons = "; ".join(verdict.reasons) or "meets every threshold"
+            print(f"promote: {name} v{version.version} -> {verdict.alias} ({reasons})")
+        return run.info.run_id
 
 
 def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
-    """The ``main`` step: run every step in order, reusing finished ones (multistep style)."""
+    """The ``main`` step: run every step in order, handing run ids along (multistep style)."""
     with step_run("main", cfg, {**params, "reuse": reuse}) as run:
         exp_id = run.info.experiment_id
-        summary = {}
-        for entry_point, names, outputs_ok in MAIN_STEPS:
-            step_params = {k: params[k] for k in names}
+        profile = params["profile"]
+
+        def step(entry_point: str, step_params: dict[str, Any], outputs_ok=None) -> str:
             child = run_step(entry_point, step_params, reuse=reuse, experiment_id=exp_id, outputs_ok=outputs_ok)
-            summary[entry_point] = child.info.run_id
             mlflow.set_tag(f"step.{entry_point}.run_id", child.info.run_id)
-        mlflow.log_dict(summary, "steps.json")
-        print("main: finished steps " + json.dumps(summary))
-        print(f"main: browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
+            return child.info.run_id
+
+        data_run = step("data", {k: params[k] for k in ("profile", "data_dir", "allow_download")}, data_outputs_ok)
+        risk_run = step("train_risk", {"profile": profile, "data_run_id": data_run})
+        accept_run = step("train_accept", {"profile": profile, "data_run_id": data_run})
+        step("promote", {"profile": profile, "risk_run_id": risk_run, "accept_run_id": accept_run})
+        print(f"main: done; browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
         return run.info.run_id
 
 

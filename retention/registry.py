@@ -1,0 +1,118 @@
+"""Model registry: the promotion gate, aliases ``champion`` / ``challenger``, verdict tags.
+
+The gate is a pure function (:func:`gate`); :func:`promote_version` applies its verdict to a
+registered model version and records metric values, thresholds and the reasons as tags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from retention.config import GateConfig
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Absolute requirements: AUC at least ``min_auc``, ECE at most ``max_ece``."""
+
+    min_auc: float
+    max_ece: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def alias(self) -> str:
+        return CHAMPION if self.promote else CHALLENGER
+
+
+def thresholds_for(model_name: str, gate_cfg: GateConfig) -> Thresholds:
+    if model_name == "churn-risk":
+        return Thresholds(gate_cfg.risk_min_auc, gate_cfg.risk_max_ece)
+    if model_name == "offer-accept":
+        return Thresholds(gate_cfg.accept_min_auc, gate_cfg.accept_max_ece)
+    raise KeyError(f"no gate thresholds for model '{model_name}'")
+
+
+def gate(
+    candidate: dict[str, float],
+    thresholds: Thresholds,
+    champion: dict[str, float] | None = None,
+    tolerance: float = 0.0,
+) -> Verdict:
+    """Decide whether ``candidate`` (test metrics ``roc_auc`` and ``ece``) may be champion.
+
+    It must meet the absolute thresholds and, if a champion exists, be no worse than it
+    beyond ``tolerance``: AUC >= champion AUC - tolerance and ECE <= champion ECE + tolerance.
+    """
+    reasons = []
+    auc, ece = candidate["roc_auc"], candidate["ece"]
+    if not auc >= thresholds.min_auc:
+        reasons.append(f"test AUC {auc:.4f} < required {thresholds.min_auc:.4f}")
+    if not ece <= thresholds.max_ece:
+        reasons.append(f"test ECE {ece:.4f} > allowed {thresholds.max_ece:.4f}")
+    if champion is not None:
+        if auc < champion["roc_auc"] - tolerance:
+            reasons.append(
+                f"test AUC {auc:.4f} worse than champion's {champion['roc_auc']:.4f} beyond tolerance {tolerance}"
+            )
+        if ece > champion["ece"] + tolerance:
+            reasons.append(
+                f"test ECE {ece:.4f} worse than champion's {champion['ece']:.4f} beyond tolerance {tolerance}"
+            )
+    return Verdict(promote=not reasons, reasons=reasons)
+
+
+def champion_version(client: MlflowClient, model_name: str):
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def promote_version(
+    client: MlflowClient,
+    model_name: str,
+    version: str,
+    candidate: dict[str, float],
+    thresholds: Thresholds,
+    tolerance: float,
+    champion_metrics_key: str = "test_calibrated_",
+) -> Verdict:
+    """Gate ``version`` against thresholds and the current champion; set alias and tags."""
+    current = champion_version(client, model_name)
+    champion_metrics = None
+    if current is not None and current.version != str(version):
+        run = client.get_run(current.run_id)
+        champion_metrics = {
+            "roc_auc": run.data.metrics[f"{champion_metrics_key}roc_auc"],
+            "ece": run.data.metrics[f"{champion_metrics_key}ece"],
+        }
+    verdict = gate(candidate, thresholds, champion_metrics, tolerance)
+    client.set_registered_model_alias(model_name, verdict.alias, str(version))
+    tags: dict[str, Any] = {
+        "gate.verdict": "promoted" if verdict.promote else "rejected",
+        "gate.reasons": "; ".join(verdict.reasons) or "meets every threshold",
+        "gate.test_roc_auc": f"{candidate['roc_auc']:.4f}",
+        "gate.test_ece": f"{candidate['ece']:.4f}",
+        "gate.min_auc": str(thresholds.min_auc),
+        "gate.max_ece": str(thresholds.max_ece),
+        "gate.tolerance": str(tolerance),
+        "gate.compared_to": f"version {current.version}" if champion_metrics else "no champion",
+    }
+    if champion_metrics:
+        tags["gate.champion_metrics"] = json.dumps({k: round(v, 4) for k, v in champion_metrics.items()})
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
+    return verdict

@@ -1,0 +1,1 @@
+"""Tabular predictors: calibrated XGBoost churn risk (Telco) and offer acceptance (Bank Marketing)."""

@@ -1,0 +1,194 @@
+"""Feature frames for the tabular models, and their behaviour on bad scoring input.
+
+:class:`TabularFeatures` is the first step of every tabular model. At scoring time:
+
+* **missing columns** -> :class:`~retention.errors.InputError` listing every missing field;
+* **extra columns** -> ignored (callers may send whole records);
+* **wrong dtypes** -> numeric text (``"29.85"``) is converted; anything else non-numeric in a
+  numeric column -> :class:`InputError` naming the field and example values;
+* **NaN / None** -> kept as missing; XGBoost routes missing values down the branch learned in
+  training (the logistic baseline imputes the training median / most frequent value);
+* **unseen categories** -> treated as missing, with an :class:`UnseenCategoryWarning` naming
+  the field and values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from retention.data import telco
+from retention.errors import InputError
+
+MAX_EXAMPLES = 3
+
+
+class UnseenCategoryWarning(UserWarning):
+    """A categorical value not seen in training was treated as missing."""
+
+
+class TabularFeatures(TransformerMixin, BaseEstimator):
+    """Select, type-check and encode model inputs.
+
+    Parameters
+    ----------
+    numeric : sequence of str
+        Columns converted to float64.
+    categorical : sequence of str
+        Columns converted to ``pandas.Categorical`` with the categories seen in ``fit``.
+
+    Attributes
+    ----------
+    categories_ : dict[str, list[str]]
+        Categories of each categorical column, learned in ``fit``.
+    feature_names_in_ : ndarray of str
+        The columns used, in order (numeric then categorical).
+    """
+
+    def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = ()):
+        self.numeric = numeric
+        self.categorical = categorical
+
+    def _columns(self) -> list[str]:
+        return list(self.numeric) + list(self.categorical)
+
+    def _check_frame(self, X) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise InputError({"input": f"expected a pandas DataFrame with columns {self._columns()}, "
+                              f"got {type(X).__name__}"})
+        missing = [c for c in self._columns() if c not in X.columns]
+        if missing:
+            raise InputError({c: "missing column" for c in missing})
+        return X
+
+    def _numeric(self, X: pd.DataFrame) -> dict[str, pd.Series]:
+        out, bad = {}, {}
+        for c in self.numeric:
+            col = X[c]
+            conv = pd.to_numeric(col, errors="coerce") if col.dtype == object or isinstance(
+                col.dtype, pd.StringDtype) else col
+            if not pd.api.types.is_numeric_dtype(conv) and not pd.api.types.is_bool_dtype(conv):
+                conv = pd.to_numeric(col.astype(str), errors="coerce")
+            broken = conv.isna() & col.notna()
+            if broken.any():
+                examples = col[broken].astype(str).unique()[:MAX_EXAMPLES].tolist()
+                bad[c] = f"expected a number, got {examples}"
+            out[c] = conv.astype("float64")
+        if bad:
+            raise InputError(bad)
+        return out
+
+    def fit(self, X: pd.DataFrame, y=None) -> TabularFeatures:
+        X = self._check_frame(X)
+        self._numeric(X)
+        self.categories_ = {
+            c: sorted(map(str, X[c].dropna().unique())) for c in self.categorical
+        }
+        self.feature_names_in_ = np.asarray(self._columns(), dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        X = self._check_frame(X)
+        out = self._numeric(X)
+        unseen: dict[str, list[str]] = {}
+        for c in self.categorical:
+            col = X[c].astype("object").where(X[c].notna(), None)
+            as_str = col.map(lambda v: None if v is None else str(v))
+            cats = self.categories_[c]
+            novel = as_str.notna() & ~as_str.isin(cats)
+            if novel.any():
+                unseen[c] = as_str[novel].unique()[:MAX_EXAMPLES].tolist()
+            out[c] = pd.Categorical(as_str.where(~novel, None), categories=cats)
+        if unseen:
+            detail = "; ".join(f"{k}: {v}" for k, v in unseen.items())
+            warnings.warn(f"unseen categories treated as missing ({detail})", UnseenCategoryWarning, stacklevel=2)
+        return pd.DataFrame(out, index=X.index)[self._columns()]
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.asarray(self._columns(), dtype=object)
+
+
+# ----------------------------------------------------------------------------- churn risk
+RISK_NUMERIC = tuple(telco.NUMERIC)
+RISK_CATEGORICAL = tuple(telco.CATEGORICAL)
+RISK_FEATURES = RISK_NUMERIC + RISK_CATEGORICAL
+
+
+# ----------------------------------------------------------------------------- acceptance
+# Features the system knows for every customer at decision time (see README, "Offer acceptance").
+ACCEPT_NUMERIC = ("offer_level", "campaign_contacts", "days_since_last_contact", "previous_contacts")
+ACCEPT_CATEGORICAL = ("previous_outcome", "channel", "month", "day_of_week", "age_band")
+ACCEPT_FEATURES = ACCEPT_NUMERIC + ACCEPT_CATEGORICAL
+OFFER_PERCENT = (0, 5, 10, 15)
+SENIOR_AGE = 65
+# offer_level proxy: quartile edges of the 3-month Euribor over bank-additional-full (measured on
+# the train split); the LOWER the Euribor, the larger the deposit premium the bank offered over
+# the market rate, so the HIGHER the offer level. Level = 3 - quartile.
+EURIBOR_EDGES = (1.344, 4.857, 4.961)
+
+
+def offer_level_from_euribor(euribor3m: pd.Series) -> pd.Series:
+    """Map the Euribor rate to the offer-level proxy 0..3 (3 = most generous)."""
+    quartile = np.searchsorted(np.asarray(EURIBOR_EDGES), euribor3m.to_numpy(dtype=float), side="left")
+    return pd.Series(3 - quartile, index=euribor3m.index, dtype="int64")
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    return pd.Series(np.where(age >= SENIOR_AGE, "65_plus", "under_65"), index=age.index)
+
+
+def bank_acceptance_frame(bank: pd.DataFrame) -> pd.DataFrame:
+    """Processed Bank rows -> acceptance features (+ label ``accepted``)."""
+    return pd.DataFrame(
+        {
+            "offer_level": offer_level_from_euribor(bank["euribor3m"]),
+            "campaign_contacts": bank["campaign"].astype("float64"),
+            "days_since_last_contact": bank["pdays"].astype("float64"),
+            "previous_contacts": bank["previous"].astype("float64"),
+            "previous_outcome": bank["poutcome"],
+            "channel": bank["contact"],
+            "month": bank["month"],
+            "day_of_week": bank["day_of_week"],
+            "age_band": age_band(bank["age"]),
+            "accepted": bank["y"].astype("int64"),
+        }
+    )
+
+
+def telco_acceptance_frame(
+    customers: pd.DataFrame,
+    offer_level: int | Sequence[int] | np.ndarray,
+    *,
+    campaign_contacts: Sequence[float] | np.ndarray | float = 1.0,
+    days_since_last_contact: Sequence[float] | np.ndarray | float = np.nan,
+    previous_contacts: Sequence[float] | np.ndarray | float = 0.0,
+    previous_outcome: Sequence[str] | str = "nonexistent",
+    channel: str = "cellular",
+    month: str = "may",
+    day_of_week: str = "mon",
+) -> pd.DataFrame:
+    """Acceptance features for Telco customers at decision time.
+
+    Telco has no age, only ``SeniorCitizen``: it maps exactly onto the ``age_band`` used in
+    training (``65_plus`` / ``under_65``). Contact history comes from the caller (the env or
+    the contact ledger); SMS goes to a mobile, hence ``channel="cellular"``.
+    """
+    n = len(customers)
+    return pd.DataFrame(
+        {
+            "offer_level": np.broadcast_to(np.asarray(offer_level, dtype="float64"), (n,)),
+            "campaign_contacts": np.broadcast_to(np.asarray(campaign_contacts, dtype="float64"), (n,)),
+            "days_since_last_contact": np.broadcast_to(np.asarray(days_since_last_contact, dtype="float64"), (n,)),
+            "previous_contacts": np.broadcast_to(np.asarray(previous_contacts, dtype="float64"), (n,)),
+            "previous_outcome": np.broadcast_to(np.asarray(previous_outcome, dtype=object), (n,)),
+            "channel": channel,
+            "month": month,
+            "day_of_week": day_of_week,
+            "age_band": np.where(customers["SeniorCitizen"].to_numpy() == 1, "65_plus", "under_65"),
+        },
+        index=customers.index,
+    )

@@ -1,0 +1,82 @@
+"""Classification metrics for probability models. Pure functions of (labels, probabilities).
+
+ECE binning: ``n_bins`` equal-width bins on [0, 1] (the last bin closed at 1.0); ECE is the
+bin-size-weighted mean of |observed positive rate - mean predicted probability| over
+non-empty bins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ReliabilityCurve:
+    """Per-bin calibration data (non-empty bins only)."""
+
+    mean_predicted: np.ndarray
+    observed_rate: np.ndarray
+    counts: np.ndarray
+    n_bins: int
+
+
+def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
+    return np.minimum((np.asarray(p, dtype=float) * n_bins).astype(int), n_bins - 1)
+
+
+def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> ReliabilityCurve:
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    idx = _bin_index(p, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    keep = counts > 0
+    return ReliabilityCurve(sum_p[keep] / counts[keep], sum_y[keep] / counts[keep], counts[keep], n_bins)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with ``n_bins`` equal-width bins (see module docstring)."""
+    curve = reliability_curve(y, p, n_bins)
+    if curve.counts.sum() == 0:
+        return float("nan")
+    gaps = np.abs(curve.observed_rate - curve.mean_predicted)
+    return float(np.sum(gaps * curve.counts) / curve.counts.sum())
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
+    """ROC-AUC, PR-AUC (average precision), ECE, Brier score and log loss."""
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "ece": expected_calibration_error(y, p, n_bins),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])),
+    }
+
+
+def bootstrap_ci(
+    y: np.ndarray, p: np.ndarray, metric: str, n_boot: int = 200, seed: int = 0, n_bins: int = 10
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``metric`` ("roc_auc" or "ece") over resampled rows."""
+    rng = np.random.default_rng(seed)
+    y, p = np.asarray(y), np.asarray(p)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        if metric == "roc_auc":
+            values.append(roc_auc_score(y[idx], p[idx]))
+        elif metric == "ece":
+            values.append(expected_calibration_error(y[idx], p[idx], n_bins))
+        else:
+            raise ValueError(f"unsupported metric {metric!r}")
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
