@@ -5,4 +5,4 @@ import sys
 from retention.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["--no-progress", "data", *sys.argv[1:]]))
+    sys.exit(main(["data", *sys.argv[1:]]))

@@ -5,4 +5,4 @@ import sys
 from retention.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["--no-progress", "main", *sys.argv[1:]]))
+    sys.exit(main(["main", *sys.argv[1:]]))

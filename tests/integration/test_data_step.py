@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import mlflow
@@ -59,9 +60,17 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     cfg = load_config("smoke")
     params = {"profile": "smoke", "data_dir": "none", "allow_download": "false"}
     steps.main(cfg, params)
-    assert "launching 'data'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for step in ("data", "train_risk", "train_accept", "promote", "train_policy", "evaluate_policy"):
+        assert f"launching '{step}'" in out
+    # the whole chain ran: a policy champion was chosen among PPO and the baselines, comparison recorded
+    champion = MlflowClient().get_model_version_by_alias("retention-policy", "champion")
+    comparison = json.loads(champion.tags["gate.comparison"])
+    assert {"ppo", "never_contact", "greedy_ev", "knapsack", "upper_bound"} <= set(comparison)
+    assert comparison[champion.tags["gate.champion_policy"]]["violations"] == 0
     steps.main(cfg, params)
-    assert "reusing finished 'data'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reusing finished 'data'" in out and "reusing finished 'evaluate_policy'" in out
     shutil.rmtree(tracking / "data" / "processed" / "telco")
     steps.main(cfg, params)
     out = capsys.readouterr().out

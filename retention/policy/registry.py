@@ -1,0 +1,112 @@
+"""Where the policy meets MLflow: pools from champion models, logging and gating policies."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from retention.config import Config
+from retention.data.pipeline import load_split
+from retention.errors import RegistryError
+from retention.policy.cohort import CustomerPool, build_pool
+from retention.policy.env import OBS_COLUMNS
+from retention.policy.evaluate import Evaluation
+from retention.policy.model import MASK_COLUMNS, OUTPUT_COLUMNS, PolicyModel
+from retention.registry import CHALLENGER, CHAMPION
+from retention.tabular.logging import PACKAGE_DIR
+
+POLICY_MODEL = "retention-policy"
+
+
+def champion_models(client: MlflowClient | None = None):
+    """Load the ``champion`` versions of churn-risk and offer-accept; returns (risk, accept, versions)."""
+    client = client or MlflowClient()
+    models, versions = [], {}
+    for name in ("churn-risk", "offer-accept"):
+        try:
+            mv = client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            raise RegistryError(
+                f"'{name}' has no champion version; run `retention train_risk`, `retention train_accept` and "
+                "`retention promote` first (or `make run`)."
+            ) from None
+        models.append(mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}"))
+        versions[name] = mv.version
+    return models[0], models[1], versions
+
+
+def pool_for_split(cfg: Config, processed_dir: Path, split: str) -> tuple[CustomerPool, dict[str, str]]:
+    """Score a Telco split with the champion models (train: training cohorts; test: held-out)."""
+    risk, accept, versions = champion_models()
+    customers = load_split(processed_dir, "telco", split)
+    return build_pool(customers, risk, accept, cfg.env), versions
+
+
+def pip_requirements() -> list[str]:
+    import numpy
+    import torch
+
+    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", "scikit-learn", "gymnasium"]
+
+
+def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow.models.model.ModelInfo:
+    """Log a policy (PPO or baseline) as a pyfunc and register it as a version of retention-policy."""
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "policy.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        artifacts = {"spec": str(spec_path)}
+        if weights is not None:
+            artifacts["weights"] = str(weights)
+        example = pd.DataFrame([[0.3, 0.05, 0.07, 0.09, 0.2, 1.0, 1.0, 0.0, 0.0, 1.0, 0.7]], columns=list(OBS_COLUMNS))
+        example = example.assign(**{c: True for c in MASK_COLUMNS})
+        out = pd.DataFrame([[1, 3, 6]], columns=list(OUTPUT_COLUMNS))
+        info = mlflow.pyfunc.log_model(
+            name="policy",
+            python_model=PolicyModel(),
+            artifacts=artifacts,
+            signature=infer_signature(example, out),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            code_paths=[PACKAGE_DIR],
+            registered_model_name=POLICY_MODEL,
+        )
+    client = MlflowClient()
+    for k, v in {"policy.kind": spec["kind"], **tags}.items():
+        client.set_model_version_tag(POLICY_MODEL, info.registered_model_version, k, str(v))
+    return info
+
+
+def gate_policies(evaluation: Evaluation, champion_name: str, reason: str, versions: dict[str, str]) -> str:
+    """Alias the chosen policy's version ``champion`` and the others evaluated here ``challenger``.
+
+    ``versions`` maps policy name -> registered version (the winner must be in it). The whole
+    comparison (mean net revenue, CI and violations of every policy, and the bound) is recorded as
+    tags on every version involved.
+    """
+    client = MlflowClient()
+    s = evaluation.summary
+    comparison = {
+        name: {"net_revenue": round(float(row["net_revenue_mean"]), 1),
+               "ci95": [round(float(row["net_revenue_lo"]), 1), round(float(row["net_revenue_hi"]), 1)],
+               "violations": None if pd.isna(row.get("violations_mean")) else round(float(row["violations_mean"]), 3)}
+        for name, row in s.iterrows()
+    }
+    text = json.dumps(comparison)
+    for name, version in versions.items():
+        winner = name == champion_name
+        client.set_model_version_tag(POLICY_MODEL, version, "gate.verdict", "champion" if winner else "not chosen")
+        client.set_model_version_tag(POLICY_MODEL, version, "gate.reason", reason)
+        client.set_model_version_tag(POLICY_MODEL, version, "gate.comparison", text[:5000])
+        client.set_model_version_tag(POLICY_MODEL, version, "gate.champion_policy", champion_name)
+    client.set_registered_model_alias(POLICY_MODEL, CHAMPION, versions[champion_name])
+    if "ppo" in versions and champion_name != "ppo":
+        client.set_registered_model_alias(POLICY_MODEL, CHALLENGER, versions["ppo"])
+    return versions[champion_name]
