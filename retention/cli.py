@@ -147,6 +147,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
                         "evaluate PPO, the baselines and the upper bound on held-out customers; gate the champion",
                         [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                          _run_id_option("policy_run_id", "train_policy run to evaluate (default: latest PPO)")]),
+    "sft": (_step("sft", ("data_run_id",)),
+            "fine-tune the message generator (LoRA SFT), evaluate it against the base model, register it",
+            [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)")]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }

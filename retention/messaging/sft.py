@@ -1,0 +1,80 @@
+"""Supervised fine-tuning with LoRA, via TRL's ``SFTTrainer``.
+
+The dataset is conversational prompt/completion (:mod:`retention.messaging.sft_data`), so the
+loss is on the assistant reply only (TRL's ``completion_only_loss``). The chat template of the
+base model renders both. Only the LoRA adapter trains. Losses are reported through a callback,
+so the caller decides where they go (the ``sft`` step logs them to MLflow).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainerCallback
+
+from retention.config import MessagingConfig
+from retention.messaging.base_model import add_lora
+
+
+class _LossLogger(TrainerCallback):
+    def __init__(self, sink: Callable[[dict[str, float], int], None] | None, history: list):
+        self.sink, self.history = sink, history
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+        if logs:
+            self.history.append({"step": state.global_step, **logs})
+            if self.sink is not None:
+                self.sink(logs, state.global_step)
+
+
+@dataclass
+class SFTResult:
+    model: object  # PeftModel
+    tokenizer: object
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    trainable_params: int = 0
+
+
+def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | None = None,
+              progress: bool = True) -> SFTResult:
+    """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``."""
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(cfg.seed)
+    peft_model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    history: list[dict[str, float]] = []
+    tokenizer.padding_side = "right"  # training pads on the right; generation switches back to left
+    with tempfile.TemporaryDirectory() as out:
+        args = SFTConfig(
+            output_dir=out,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, cfg.max_steps // 20),
+            logging_steps=max(1, cfg.max_steps // 30),
+            max_length=cfg.max_length,
+            completion_only_loss=True,
+            save_strategy="no",
+            report_to="none",
+            seed=cfg.seed,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            disable_tqdm=not progress,
+        )
+        trainer = SFTTrainer(model=peft_model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=[_LossLogger(log, history)])
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+    peft_model.eval()
+    return SFTResult(peft_model, tokenizer, history, seconds, trainable)
