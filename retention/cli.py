@@ -116,6 +116,30 @@ def _step(func_name: str, keys: tuple[str, ...]) -> Callable[[argparse.Namespace
     return run
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from retention.serving.batch import score_file
+    from retention.tracking import configure_tracking
+
+    configure_tracking()
+    out = score_file(args.model, Path(args.input), Path(args.output), args.chunk_size, args.dry_run,
+                     progress=not args.no_progress, generation_budget_s=args.generation_budget_s)
+    contacted = int(out["contact"].sum()) if len(out) else 0
+    print(f"score: {len(out)} customers -> {args.output} ({contacted} contacted"
+          f"{', dry run: nothing recorded' if args.dry_run else ''})")
+
+
+def _score_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="customers file (.parquet or .csv; Telco columns + customer_id)")
+    p.add_argument("--output", required=True, help="decisions file to write (.parquet or .csv)")
+    p.add_argument("--model", default="models:/retention@champion", help="composite model URI")
+    p.add_argument("--chunk-size", type=int, default=2000, help="records per decision batch")
+    p.add_argument("--dry-run", action="store_true", help="decide and write messages, record nothing in the ledger")
+    p.add_argument("--generation-budget-s", type=float, default=3600.0,
+                   help="seconds per chunk for writing messages; the rest get the approved template")
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     from retention import steps
 
@@ -150,6 +174,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
     "sft": (_step("sft", ("data_run_id",)),
             "fine-tune the message generator (LoRA SFT), evaluate it against the base model, register it",
             [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)")]),
+    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id")),
+               "compose the champion models into the served 'retention' model; print demo decisions",
+               [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
+                _run_id_option("evaluate_run_id", "evaluate_policy run whose champion policy is bundled (recorded)"),
+                _run_id_option("sft_run_id", "sft run whose generator is bundled (recorded)"),
+                _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)")]),
+    "score": (cmd_score, "batch-score a customers file in-process with the composite model (not an entry point)",
+              [_score_options]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }

@@ -134,6 +134,9 @@ class GateConfig:
         champion and still be promoted.
     ece_bins:
         Number of equal-width probability bins used for the expected calibration error.
+    generator_min_pass_rate, generator_min_factual:
+        Message-generator gate on held-out prompts: shield pass rate before fallback and factual
+        accuracy.
     """
 
     risk_min_auc: float = 0.78
@@ -142,6 +145,8 @@ class GateConfig:
     accept_max_ece: float = 0.05
     tolerance: float = 0.01
     ece_bins: int = 10
+    generator_min_pass_rate: float = 0.95
+    generator_min_factual: float = 0.98
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,35 @@ class MessagingConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The composite model at serving time.
+
+    Attributes
+    ----------
+    ledger_url:
+        SQLAlchemy URL of the contact ledger (``RETENTION_LEDGER_URL`` overrides it at load time);
+        sqlite by default, Postgres (``postgresql+psycopg2://...``) for several nodes.
+    campaign:
+        Campaign name in the ledger.
+    campaign_budget:
+        Budget of the campaign (currency of ``MonthlyCharges``), created on first use.
+    generation_time_budget_s:
+        Wall-clock budget for writing a batch's messages; the rest get the approved template.
+    days_left:
+        Days left in the campaign, as the policy observes it.
+    demo_customers:
+        Test-split customers printed by ``bundle`` as a demo.
+    """
+
+    ledger_url: str = "sqlite:///ledger.db"
+    campaign: str = "default"
+    campaign_budget: float = 10_000.0
+    generation_time_budget_s: float = 20.0
+    days_left: int = 60
+    demo_customers: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one run."""
 
@@ -343,6 +377,7 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return ``{"section.field": value}`` for logging as MLflow params."""
@@ -385,6 +420,9 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
             "gate.risk_max_ece": 0.15,
             "gate.accept_min_auc": 0.6,
             "gate.accept_max_ece": 0.15,
+            # a tiny random model cannot write; its messages always fall back to templates
+            "gate.generator_min_pass_rate": 0.0,
+            "gate.generator_min_factual": 0.0,
             "messaging.base_model": "tiny-random",
             "messaging.sft_examples": 48,
             "messaging.max_steps": 4,

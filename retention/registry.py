@@ -116,3 +116,13 @@ def promote_version(
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(version), key, value)
     return verdict
+
+
+def gate_generator(metrics: dict[str, float], min_pass_rate: float, min_factual: float) -> Verdict:
+    """Message-generator gate on held-out raw generations (before any fallback)."""
+    reasons = []
+    if not metrics["shield_pass_rate"] >= min_pass_rate:
+        reasons.append(f"shield pass rate {metrics['shield_pass_rate']:.3f} < required {min_pass_rate}")
+    if not metrics["factual_accuracy"] >= min_factual:
+        reasons.append(f"factual accuracy {metrics['factual_accuracy']:.3f} < required {min_factual}")
+    return Verdict(promote=not reasons, reasons=reasons)

@@ -350,9 +350,21 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                 code_paths=[str(Path(__file__).resolve().parent)], registered_model_name="message-generator",
             )
         mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")
+        from retention.registry import gate_generator
+
+        verdict = gate_generator(sft_report.metrics, cfg.gate.generator_min_pass_rate, cfg.gate.generator_min_factual)
+        client = MlflowClient()
+        version = info.registered_model_version
+        client.set_registered_model_alias("message-generator", verdict.alias, version)
+        for key, value in {"gate.verdict": "promoted" if verdict.promote else "rejected",
+                           "gate.reasons": "; ".join(verdict.reasons) or "meets every threshold",
+                           "gate.shield_pass_rate": f"{sft_report.metrics['shield_pass_rate']:.4f}",
+                           "gate.factual_accuracy": f"{sft_report.metrics['factual_accuracy']:.4f}",
+                           "gate.base_shield_pass_rate": f"{base_report.metrics['shield_pass_rate']:.4f}"}.items():
+            client.set_model_version_tag("message-generator", version, key, value)
         b, s_ = base_report.metrics, sft_report.metrics
         print(f"sft: {len(dataset)} examples, {m.max_steps} steps in {result.seconds:.0f}s "
-              f"({result.trainable_params:,} trainable params); message-generator v{info.registered_model_version}")
+              f"({result.trainable_params:,} trainable params); message-generator v{version} -> {verdict.alias}")
         for key, label in (("shield_pass_rate", "shield pass rate before fallback"),
                            ("factual_accuracy", "factual accuracy")):
             print(f"  {label:33s} base {b[key]:.1%} -> sft {s_[key]:.1%}")
@@ -370,6 +382,84 @@ def _generator_requirements() -> list[str]:
             f"transformers=={transformers.__version__}", f"peft=={peft.__version__}", "gguf", "pyyaml", "pandas"]
 
 
+def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``bundle`` step: compose the champions into ``retention``; champion only if every part is one."""
+    import shutil
+    import tempfile
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from retention.data.pipeline import load_split
+    from retention.messaging.sft_data import name_for
+    from retention.messaging.shield import RULES_PATH
+    from retention.registry import CHALLENGER, CHAMPION
+    from retention.serving.model import COMPONENTS, RetentionModel, build_service, signature
+    from retention.serving.schema import allowed_categories
+
+    client = MlflowClient()
+    with step_run("bundle", cfg, params) as run, tempfile.TemporaryDirectory() as tmp:
+        artifacts, versions, missing = {}, {}, []
+        for key, name in COMPONENTS.items():
+            try:
+                mv = client.get_model_version_by_alias(name, CHAMPION)
+            except mlflow.exceptions.MlflowException:
+                found = client.search_model_versions(f"name='{name}'", order_by=["version_number DESC"],
+                                                     max_results=1)
+                if not found:
+                    raise RegistryError(f"'{name}' has no registered version; run `make run` first.") from None
+                mv = found[0]
+                missing.append(name)
+            versions[name] = mv.version
+            artifacts[key] = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}",
+                                                                 dst_path=str(Path(tmp) / key))
+        config = Path(tmp) / "serving.json"
+        config.write_text(json.dumps({"env": asdict(cfg.env), "serving": asdict(cfg.serving), "versions": versions,
+                                      "categories": {k: sorted(v) for k, v in allowed_categories().items()}},
+                                     indent=2))
+        rules = Path(tmp) / "rules.yaml"
+        shutil.copy(RULES_PATH, rules)
+        artifacts.update({"config": str(config), "rules": str(rules)})
+        mlflow.set_tags({f"component.{k}": v for k, v in versions.items()})
+
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        demo = load_split(processed, "telco", "test").head(cfg.serving.demo_customers)
+        records = [{"customer_id": r["customerID"], "name": name_for(r["customerID"]), "dry_run": True,
+                    "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin",
+                    **{k: r[k] for k in r if k not in ("customerID", "Churn")}} for r in demo.to_dict("records")]
+        example = pd.DataFrame(records[:2])
+        info = mlflow.pyfunc.log_model(
+            name="retention", python_model=RetentionModel(), artifacts=artifacts, signature=signature(),
+            input_example=example, pip_requirements=_generator_requirements() + [
+                "scikit-learn", "xgboost", "sqlalchemy", "psycopg2-binary"],
+            code_paths=[str(Path(__file__).resolve().parent)], registered_model_name="retention",
+        )
+        version = info.registered_model_version
+        alias = CHALLENGER if missing else CHAMPION
+        client.set_registered_model_alias("retention", alias, version)
+        client.set_model_version_tag("retention", version, "components", json.dumps(versions))
+        client.set_model_version_tag("retention", version, "gate.reasons",
+                                     f"not champion: {', '.join(missing)} have no champion" if missing
+                                     else "every part is a champion")
+        print(f"bundle: retention v{version} -> {alias} (components {versions})")
+
+        service = build_service({k: v for k, v in artifacts.items()})
+        with tempfile.TemporaryDirectory() as ledger_dir:
+            service.ledger = type(service.ledger)(f"sqlite:///{ledger_dir}/demo.db", service.rules,
+                                                  cfg.serving.campaign, cfg.serving.campaign_budget)
+            out = service.decide(pd.DataFrame(records))
+        mlflow.log_text(out.to_json(orient="records", indent=2, default_handler=str), "demo_decisions.json")
+        print("bundle: demo decisions (dry run)")
+        for row in out.to_dict("records"):
+            d = row["decision"]
+            print(f"  {row['customer_id']}: risk {row['metadata']['churn_risk']:.2f}, "
+                  f"{'contact, ' + str(d['offer_percentage']) + '% off' if d['contact'] else 'no contact'}, "
+                  f"review again in {d['delay_days'] + 1} days")
+            if row["message"]:
+                print(f"    [{row['message_source']}] {row['message']}")
+        return run.info.run_id
+
+
 def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
     """The ``main`` step: run every step in order, handing run ids along (multistep style)."""
     with step_run("main", cfg, {**params, "reuse": reuse}) as run:
@@ -384,10 +474,12 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         data_run = step("data", {k: params[k] for k in ("profile", "data_dir", "allow_download")}, data_outputs_ok)
         risk_run = step("train_risk", {"profile": profile, "data_run_id": data_run})
         accept_run = step("train_accept", {"profile": profile, "data_run_id": data_run})
-        step("sft", {"profile": profile, "data_run_id": data_run})
+        sft_run = step("sft", {"profile": profile, "data_run_id": data_run})
         promote_run = step("promote", {"profile": profile, "risk_run_id": risk_run, "accept_run_id": accept_run})
         policy_run = step("train_policy", {"profile": profile, "data_run_id": data_run, "promote_run_id": promote_run})
-        step("evaluate_policy", {"profile": profile, "data_run_id": data_run, "policy_run_id": policy_run})
+        eval_run = step("evaluate_policy", {"profile": profile, "data_run_id": data_run, "policy_run_id": policy_run})
+        step("bundle", {"profile": profile, "data_run_id": data_run, "evaluate_run_id": eval_run, "sft_run_id": sft_run,
+                        "promote_run_id": promote_run})
         print(f"main: done; browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
         return run.info.run_id
 

@@ -73,6 +73,8 @@ def test_exact_offer_only():
 def test_no_price():
     assert "price" in rules(GOOD.replace("your plan", "your $59.99 plan"))
     assert "price" in rules(GOOD.replace("your plan", "your plan (40 euros)"))
+    assert "price" in rules(GOOD.replace("Enjoy", "Just checking in: 115.85. Enjoy"))  # a leaked monthly charge
+    assert "price" not in rules(GOOD.replace("10%", "12.5%"), pct=10)  # a percentage is not a price
 
 
 @pytest.mark.parametrize("pii, kind", [

@@ -1,0 +1,142 @@
+"""Benchmark: the composite model in-process and over REST, beside the bare churn-risk model.
+
+Usage (after `make run`):
+
+    .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 64]
+
+Measures (1) in-process decisions without messages (dry run) per second; (2) sequential
+single-customer REST latency of `mlflow models serve` for the composite (decision only) and for
+the bare churn-risk model, p50 and p99, with each server's peak resident memory; (3) batched
+message writing (generator + shield) per second. Prints Markdown for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from retention.data.pipeline import load_split
+from retention.messaging.sft_data import name_for
+from retention.tracking import tracking_uri
+
+
+def customers(n: int) -> pd.DataFrame:
+    test = load_split("data/processed", "telco", "test")
+    frame = pd.concat([test] * (n // len(test) + 1), ignore_index=True).head(n)
+    frame["customer_id"] = [f"{c}-{i}" for i, c in enumerate(frame["customerID"])]
+    frame["name"] = [name_for(c) for c in frame["customerID"]]
+    return frame.drop(columns=["customerID", "Churn"])
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) over a process and its children, in MB."""
+    total = 0
+    for p in [pid, *[int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def rest_latency(model_uri: str, records: list[dict], env: dict) -> tuple[float, float, float]:
+    port = _port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)  # noqa: S310
+                break
+            except OSError:
+                time.sleep(1)
+        times = []
+        for i, rec in enumerate(records):
+            body = json.dumps({"dataframe_records": [rec]}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+                resp.read()
+            if i >= 5:  # warm-up
+                times.append((time.perf_counter() - start) * 1000)
+        times.sort()
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+        return statistics.median(times), p99, _peak_rss_mb(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models:/retention@champion")
+    ap.add_argument("--risk-model", default="models:/churn-risk@champion")
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--messages", type=int, default=64)
+    args = ap.parse_args()
+    mlflow.set_tracking_uri(tracking_uri())
+    tmp = Path(tempfile.mkdtemp())
+    os.environ["RETENTION_LEDGER_URL"] = f"sqlite:///{tmp / 'bench.db'}"
+    service = mlflow.pyfunc.load_model(args.model).unwrap_python_model().service
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model {args.model}\n")
+
+    frame = customers(args.n).assign(dry_run=True, with_message=False)
+    service.decide(frame.head(200))
+    start = time.perf_counter()
+    out = service.decide(frame)
+    inproc = args.n / (time.perf_counter() - start)
+
+    contacted = out[out["decision"].map(lambda d: d["contact"])]["customer_id"].head(args.messages)
+    msg_frame = frame[frame["customer_id"].isin(contacted)].assign(with_message=True)
+    service.serving = type(service.serving)(**{**service.serving.__dict__, "generation_time_budget_s": 1e9})
+    start = time.perf_counter()
+    msgs = service.decide(msg_frame)
+    msg_s = time.perf_counter() - start
+    generated = int((msgs["message_source"] == "generator").sum())
+    peak_inproc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    records = frame.head(args.requests + 5).to_dict("records")
+    comp = rest_latency(args.model, records, env)
+    risk_cols = [c for c in frame.columns if c not in ("customer_id", "name", "dry_run", "with_message")]
+    bare = rest_latency(args.risk_model, [{k: r[k] for k in risk_cols} for r in records], env)
+
+    print("| measure | value |\n| --- | --- |")
+    print(f"| in-process decisions without messages ({args.n:,} customers, dry run) | {inproc:,.0f} customers/s |")
+    print(f"| batched messages, generator + shield ({len(msg_frame)} contacts) | {len(msg_frame) / msg_s:.2f} "
+          f"messages/s ({generated} generated, {len(msg_frame) - generated} template fallbacks) |")
+    print(f"| peak memory of the in-process benchmark | {peak_inproc:,.0f} MB |")
+    print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests) | "
+          f"{comp[0]:.1f} ms / {comp[1]:.1f} ms (server peak RSS {comp[2]:,.0f} MB) |")
+    print(f"| REST bare `churn-risk`, p50 / p99 | {bare[0]:.1f} ms / {bare[1]:.1f} ms "
+          f"(server peak RSS {bare[2]:,.0f} MB) |")
+
+
+if __name__ == "__main__":
+    main()

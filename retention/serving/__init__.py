@@ -1,0 +1,1 @@
+"""Serving: the composite RetentionModel (pyfunc), request/response schema, and the contact ledger."""
