@@ -1,4 +1,4 @@
-"""UCI Bank Marketing (bank-additional-full): read, validate (raw), clean.
+"""UCI Bank Marketing (bank-additional-full): read and clean (validation: ``retention.data.pipeline``).
 
 * ``duration`` is dropped: it is known only after the call and leaks the target.
 * ``pdays == 999`` means "never contacted before": it becomes missing, and
@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from retention.data.io import read_csv
-from retention.data.validate import ValidationReport, validate_frame
 
 LABEL = "y"
 LEAKY = "duration"
@@ -42,12 +41,3 @@ def clean(raw: pd.DataFrame) -> pd.DataFrame:
     df[LABEL] = (df[LABEL] == "yes").astype("int64")
     return df
 
-
-def load(path: Path | str) -> tuple[pd.DataFrame, list[ValidationReport]]:
-    raw = read_raw(path)
-    reports = [validate_frame(raw, "bank_raw")]
-    reports[-1].raise_for_failure()
-    df = clean(raw)
-    reports.append(validate_frame(df, "bank_processed"))
-    reports[-1].raise_for_failure()
-    return df, reports

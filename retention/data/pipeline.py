@@ -61,6 +61,16 @@ def _checked(df: pd.DataFrame, suite: str, reports: list[ValidationReport], sink
     report.raise_for_failure()
 
 
+def _read_validated(module, path: Path, name: str, reports: list[ValidationReport],
+                    sink: ReportSink | None) -> pd.DataFrame:
+    """Read a tabular source, validate it raw, clean it, validate the result (suites ``<name>_raw/_processed``)."""
+    raw = module.read_raw(path)
+    _checked(raw, f"{name}_raw", reports, sink)
+    df = module.clean(raw)
+    _checked(df, f"{name}_processed", reports, sink)
+    return df
+
+
 def prepare(cfg: DataConfig, sink: ReportSink | None = None, progress: bool = True) -> DataResult:
     """Run the whole data step for ``cfg``; raises DataSourceError / DataValidationError."""
     reports: list[ValidationReport] = []
@@ -79,17 +89,11 @@ def prepare(cfg: DataConfig, sink: ReportSink | None = None, progress: bool = Tr
             bar.update()
 
         bar.set_postfix_str("telco")
-        tel_raw = telco.read_raw(raw["telco"].path)
-        _checked(tel_raw, "telco_raw", reports, sink)
-        tel = telco.clean(tel_raw)
-        _checked(tel, "telco_processed", reports, sink)
+        tel = _read_validated(telco, raw["telco"].path, "telco", reports, sink)
         bar.update()
 
         bar.set_postfix_str("bank")
-        bank_raw = bank.read_raw(raw["bank"].path)
-        _checked(bank_raw, "bank_raw", reports, sink)
-        bnk = bank.clean(bank_raw)
-        _checked(bnk, "bank_processed", reports, sink)
+        bnk = _read_validated(bank, raw["bank"].path, "bank", reports, sink)
         bar.update()
 
         bar.set_postfix_str("preferences")

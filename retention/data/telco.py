@@ -1,4 +1,4 @@
-"""IBM Telco customer churn: read, validate (raw), clean.
+"""IBM Telco customer churn: read and clean (validation: ``retention.data.pipeline``).
 
 Cleaning is deliberately small and lossless:
 
@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from retention.data.io import read_csv
-from retention.data.validate import ValidationReport, validate_frame
 
 ID_COLUMN = "customerID"
 LABEL = "Churn"
@@ -42,13 +41,3 @@ def clean(raw: pd.DataFrame) -> pd.DataFrame:
     df[LABEL] = (df[LABEL] == "Yes").astype("int64")
     return df
 
-
-def load(path: Path | str) -> tuple[pd.DataFrame, list[ValidationReport]]:
-    """Read, validate raw, clean, validate processed. Raises DataValidationError on failure."""
-    raw = read_raw(path)
-    reports = [validate_frame(raw, "telco_raw")]
-    reports[-1].raise_for_failure()
-    df = clean(raw)
-    reports.append(validate_frame(df, "telco_processed"))
-    reports[-1].raise_for_failure()
-    return df, reports

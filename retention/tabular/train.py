@@ -35,7 +35,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from retention.config import AcceptConfig, RiskConfig
+from retention.config import XGBConfig
 from retention.tabular import features as F
 from retention.tabular.metrics import classification_metrics
 
@@ -89,7 +89,7 @@ class TrainResult:
     seconds: float
 
 
-def xgb_params(cfg: RiskConfig | AcceptConfig) -> dict[str, Any]:
+def xgb_params(cfg: XGBConfig) -> dict[str, Any]:
     return {
         "n_estimators": cfg.n_estimators,
         "learning_rate": cfg.learning_rate,
@@ -199,7 +199,7 @@ def train_model(
     train: tuple[pd.DataFrame, np.ndarray],
     valid: tuple[pd.DataFrame, np.ndarray],
     test: tuple[pd.DataFrame, np.ndarray],
-    cfg: RiskConfig | AcceptConfig,
+    cfg: XGBConfig,
     *,
     seed: int = 42,
     ece_bins: int = 10,
