@@ -23,7 +23,14 @@ from mlflow.utils import mlflow_tags
 
 from retention.config import Config
 from retention.errors import DataSourceError, DataValidationError, RegistryError
-from retention.tracking import configure_tracking, git_commit, log_params_flat, run_step, tracking_uri
+from retention.tracking import (
+    configure_tracking,
+    git_commit,
+    log_params_flat,
+    pip_requirements,
+    run_step,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -374,12 +381,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
 
 def _generator_requirements() -> list[str]:
-    import peft
-    import torch
-    import transformers
-
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-            f"transformers=={transformers.__version__}", f"peft=={peft.__version__}", "gguf", "pyyaml", "pandas"]
+    return pip_requirements(["mlflow", "torch", "transformers", "peft"], ["gguf", "pyyaml", "pandas"])
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:

@@ -141,3 +141,10 @@ def run_step(
 def log_params_flat(params: Mapping[str, Any]) -> None:
     """Log params, turning None into the string 'None' (MLflow rejects None)."""
     mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
+
+
+def pip_requirements(pinned: list[str], unpinned: list[str] = ()) -> list[str]:
+    """``name==installed version`` for each of ``pinned`` (local tags like ``+cpu`` dropped), then ``unpinned``."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in pinned] + list(unpinned)

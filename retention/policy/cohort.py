@@ -24,7 +24,7 @@ import pandas as pd
 
 from retention.config import EnvConfig
 from retention.policy import OFFER_PERCENT
-from retention.tabular.features import RISK_FEATURES, telco_acceptance_frame
+from retention.tabular.features import RISK_FEATURES, offer_acceptance
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,10 @@ def offer_costs(monthly: np.ndarray, offer_months: float) -> np.ndarray:
 def build_pool(customers: pd.DataFrame, risk_model, accept_model, env: EnvConfig) -> CustomerPool:
     """Score ``customers`` (processed Telco rows) with the two models; see module docstring."""
     risk = risk_model.predict_proba(customers[list(RISK_FEATURES)])[:, 1]
-    n = len(customers)
-    accept = np.empty((n, len(OFFER_PERCENT), env.fatigue_cap))
-    for c in range(env.fatigue_cap):
-        for k in range(len(OFFER_PERCENT)):
-            frame = telco_acceptance_frame(
-                customers, k, campaign_contacts=float(c + 1), month=env.campaign_month,
-                day_of_week=env.campaign_day_of_week,
-            )
-            accept[:, k, c] = accept_model.predict_proba(frame)[:, 1]
+    accept = np.stack([
+        offer_acceptance(accept_model, customers, float(c + 1), env.campaign_month, env.campaign_day_of_week)
+        for c in range(env.fatigue_cap)
+    ], axis=2)
     monthly = customers["MonthlyCharges"].to_numpy(dtype=float)
     return CustomerPool(
         customer_ids=customers["customerID"].to_numpy(),

@@ -19,6 +19,7 @@ from retention.policy.evaluate import Evaluation
 from retention.policy.model import MASK_COLUMNS, OUTPUT_COLUMNS, PolicyModel
 from retention.registry import CHALLENGER, CHAMPION
 from retention.tabular.logging import PACKAGE_DIR
+from retention.tracking import pip_requirements
 
 POLICY_MODEL = "retention-policy"
 
@@ -47,14 +48,6 @@ def pool_for_split(cfg: Config, processed_dir: Path, split: str) -> tuple[Custom
     return build_pool(customers, risk, accept, cfg.env), versions
 
 
-def pip_requirements() -> list[str]:
-    import numpy
-    import torch
-
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-            f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", "scikit-learn", "gymnasium"]
-
-
 def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow.models.model.ModelInfo:
     """Log a policy (PPO or baseline) as a pyfunc and register it as a version of retention-policy."""
     from mlflow.models import infer_signature
@@ -74,7 +67,7 @@ def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow
             artifacts=artifacts,
             signature=infer_signature(example, out),
             input_example=example,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(["mlflow", "torch", "numpy", "pandas"], ["scikit-learn", "gymnasium"]),
             code_paths=[PACKAGE_DIR],
             registered_model_name=POLICY_MODEL,
         )

@@ -34,7 +34,7 @@ from retention.policy.env import observation
 from retention.policy.guard import GuardRules, action_mask, guard
 from retention.serving.ledger import ContactLedger
 from retention.serving.schema import allowed_categories, parse_request
-from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, telco_acceptance_frame
+from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "mon", "mon")  # weekend -> next contact day in Bank data
@@ -60,15 +60,8 @@ class DecisionService:
     # ------------------------------------------------------------------ scoring
     def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray) -> np.ndarray:
         times = [t if t is not None else datetime.now(UTC) for t in rows["local_time"]]
-        frame_base = rows.assign(SeniorCitizen=rows["SeniorCitizen"].fillna(0))
-        probs = np.empty((len(rows), len(OFFER_PERCENT)))
-        month = [MONTHS[t.month - 1] for t in times]
-        day = [WEEKDAYS[t.weekday()] for t in times]
-        for k in range(len(OFFER_PERCENT)):
-            frame = telco_acceptance_frame(frame_base, k, campaign_contacts=fatigue + 1.0)
-            frame["month"], frame["day_of_week"] = month, day
-            probs[:, k] = self.accept.predict_proba(frame)[:, 1]
-        return probs
+        return offer_acceptance(self.accept, rows, fatigue + 1.0, [MONTHS[t.month - 1] for t in times],
+                                [WEEKDAYS[t.weekday()] for t in times])
 
     def decide(self, request: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
         now = now or datetime.now(UTC)

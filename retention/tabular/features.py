@@ -192,3 +192,20 @@ def telco_acceptance_frame(
         },
         index=customers.index,
     )
+
+
+def offer_acceptance(
+    accept_model,
+    customers: pd.DataFrame,
+    campaign_contacts: Sequence[float] | np.ndarray | float,
+    month: str | Sequence[str],
+    day_of_week: str | Sequence[str],
+) -> np.ndarray:
+    """P(accept) of every offer level for each customer, shape (n, 4), in one model call."""
+    frames = [
+        telco_acceptance_frame(customers, k, campaign_contacts=campaign_contacts, month=month,
+                               day_of_week=day_of_week)
+        for k in range(len(OFFER_PERCENT))
+    ]
+    probs = accept_model.predict_proba(pd.concat(frames, ignore_index=True))[:, 1]
+    return probs.reshape(len(OFFER_PERCENT), len(customers)).T

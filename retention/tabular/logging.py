@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
@@ -15,6 +14,7 @@ import retention
 from retention.tabular import plots
 from retention.tabular.metrics import bootstrap_ci
 from retention.tabular.train import TrainResult
+from retention.tracking import pip_requirements
 
 PACKAGE_DIR = str(Path(retention.__file__).resolve().parent)
 # Models are saved with skops (no arbitrary code on load); these are the non-sklearn-core types
@@ -25,19 +25,6 @@ SKOPS_TRUSTED_TYPES = [
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
 ]
-
-
-def pip_requirements() -> list[str]:
-    import sklearn
-    import xgboost
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"xgboost=={xgboost.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        f"pandas=={pd.__version__}",
-        f"numpy=={np.__version__}",
-    ]
 
 
 def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) -> mlflow.models.model.ModelInfo:
@@ -80,7 +67,7 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) ->
             name="model",
             signature=signature,
             input_example=X_sig.head(5),
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(["mlflow", "xgboost", "scikit-learn", "pandas", "numpy"]),
             code_paths=[PACKAGE_DIR],
             registered_model_name=spec.registered_name,
             pyfunc_predict_fn="predict_proba",
