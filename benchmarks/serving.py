@@ -2,12 +2,13 @@
 
 Usage (after `make run`):
 
-    .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 64]
+    .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 128]
 
-Measures (1) in-process decisions without messages (dry run) per second; (2) sequential
-single-customer REST latency of `mlflow models serve` for the composite (decision only) and for
-the bare churn-risk model, p50 and p99, with each server's peak resident memory; (3) batched
-message writing (generator + shield) per second. Prints Markdown for BENCHMARKS.md.
+Measures (1) in-process decisions without messages (dry run) per second; (2) batched message
+writing (generator + shield) per second, for each `--generation-dtypes` value, after a warm-up
+call; (3) sequential single-customer REST latency of `mlflow models serve` for the composite
+(decision only) and for the bare churn-risk model, p50 and p99, with each server's peak resident
+memory. Prints Markdown for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def main() -> None:
     ap.add_argument("--risk-model", default="models:/churn-risk@champion")
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--messages", type=int, default=64)
+    ap.add_argument("--messages", type=int, default=128)
+    ap.add_argument("--generation-dtypes", default="auto,float32",
+                    help="comma-separated serving.generation_dtype values to measure message writing with")
     args = ap.parse_args()
     mlflow.set_tracking_uri(tracking_uri())
     tmp = Path(tempfile.mkdtemp())
@@ -114,11 +117,19 @@ def main() -> None:
 
     contacted = out[out["decision"].map(lambda d: d["contact"])]["customer_id"].head(args.messages)
     msg_frame = frame[frame["customer_id"].isin(contacted)].assign(with_message=True)
-    service.serving = type(service.serving)(**{**service.serving.__dict__, "generation_time_budget_s": 1e9})
-    start = time.perf_counter()
-    msgs = service.decide(msg_frame)
-    msg_s = time.perf_counter() - start
-    generated = int((msgs["message_source"] == "generator").sum())
+    message_rows = []
+    for dtype in args.generation_dtypes.split(","):
+        svc = mlflow.pyfunc.load_model(args.model, model_config={"generation_dtype": dtype,
+                                                                 "generation_time_budget_s": 1e9}
+                                       ).unwrap_python_model().service
+        svc.decide(msg_frame.head(4))  # warm-up: the first call builds the CPU kernels
+        start = time.perf_counter()
+        msgs = svc.decide(msg_frame)
+        rate = len(msg_frame) / (time.perf_counter() - start)
+        generated = int((msgs["message_source"] == "generator").sum())
+        used = next(svc.generator.model.parameters()).dtype
+        message_rows.append((dtype, str(used).removeprefix("torch."), rate, generated))
+        del svc
     peak_inproc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -129,8 +140,10 @@ def main() -> None:
 
     print("| measure | value |\n| --- | --- |")
     print(f"| in-process decisions without messages ({args.n:,} customers, dry run) | {inproc:,.0f} customers/s |")
-    print(f"| batched messages, generator + shield ({len(msg_frame)} contacts) | {len(msg_frame) / msg_s:.2f} "
-          f"messages/s ({generated} generated, {len(msg_frame) - generated} template fallbacks) |")
+    for dtype, used, rate, generated in message_rows:
+        print(f"| batched messages, generator + shield ({len(msg_frame)} contacts, generation_dtype={dtype} -> "
+              f"{used}) | {rate:.2f} messages/s ({generated} generated, {len(msg_frame) - generated} template "
+              f"fallbacks) |")
     print(f"| peak memory of the in-process benchmark | {peak_inproc:,.0f} MB |")
     print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests) | "
           f"{comp[0]:.1f} ms / {comp[1]:.1f} ms (server peak RSS {comp[2]:,.0f} MB) |")

@@ -140,6 +140,27 @@ def _score_options(p: argparse.ArgumentParser) -> None:
                    help="seconds per chunk for writing messages; the rest get the approved template")
 
 
+def cmd_score_spark(args: argparse.Namespace) -> None:
+    from retention.serving.spark import score_files
+    from retention.tracking import configure_tracking
+
+    configure_tracking()
+    counts = score_files(args.input, args.output, args.model, args.master, args.ledger_url, args.dry_run)
+    print(f"score_spark: {counts['customers']} customers -> {args.output} ({counts['contacted']} contacted"
+          f"{', dry run: nothing recorded' if args.dry_run else ''})")
+
+
+def _score_spark_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="customers (Parquet, or CSV with a header); any path Spark reads")
+    p.add_argument("--output", required=True, help="decisions to write (a Parquet or CSV directory)")
+    p.add_argument("--model", default="models:/retention@champion", help="composite model URI")
+    p.add_argument("--master", default=None,
+                   help="Spark master (default: the spark-submit session, else local[2])")
+    p.add_argument("--ledger-url", default=None,
+                   help="SQLAlchemy URL of the contact ledger every executor reaches (Postgres on a cluster)")
+    p.add_argument("--dry-run", action="store_true", help="decide and write messages, record nothing in the ledger")
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     from retention import steps
 
@@ -182,6 +203,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
                 _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)")]),
     "score": (cmd_score, "batch-score a customers file in-process with the composite model (not an entry point)",
               [_score_options]),
+    "score_spark": (cmd_score_spark, "batch-score customers on Spark with mlflow.pyfunc.spark_udf (local mode or a "
+                    "cluster: entrypoints/score_spark.py)", [_score_spark_options]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }

@@ -335,6 +335,12 @@ class ServingConfig:
         Budget of the campaign (currency of ``MonthlyCharges``), created on first use.
     generation_time_budget_s:
         Wall-clock budget for writing a batch's messages; the rest get the approved template.
+    generation_batch_size:
+        Messages generated together (left-padded). Larger batches amortise each decoding step.
+    generation_dtype:
+        ``auto`` (bfloat16 where the CPU has native bf16 matrix units (AMX / AVX512-BF16) or on
+        CUDA, else float32), ``bfloat16`` or ``float32``. The LoRA adapter is merged into the base
+        weights at load time either way.
     days_left:
         Days left in the campaign, as the policy observes it.
     demo_customers:
@@ -345,6 +351,8 @@ class ServingConfig:
     campaign: str = "default"
     campaign_budget: float = 10_000.0
     generation_time_budget_s: float = 20.0
+    generation_batch_size: int = 64
+    generation_dtype: str = "auto"
     days_left: int = 60
     demo_customers: int = 4
 

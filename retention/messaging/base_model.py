@@ -133,6 +133,32 @@ def load_base_model(name: str, cache_dir: str | Path = "data/models", load_in_8b
     return model, tok
 
 
+def inference_dtype(name: str = "auto") -> torch.dtype:
+    """The generation dtype: ``auto`` picks bfloat16 only where it is fast (CUDA, or CPU bf16 units)."""
+    if name not in ("auto", "bfloat16", "float32"):
+        raise ValueError(f"generation_dtype must be auto, bfloat16 or float32, got {name!r}")
+    if name == "auto":
+        fast_bf16 = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.bfloat16 if fast_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+def prepare_for_inference(model, dtype: str = "auto"):
+    """A generator ready for serving: LoRA merged into the base, cast to ``dtype``, in eval mode.
+
+    It also makes the ``lm_head`` input contiguous. In the prefill step, transformers slices the
+    last position (``logits_to_keep=1``), and a strided 3-D input makes ``matmul`` broadcast the
+    whole 49k x 576 embedding matrix across the batch: a multi-GB copy per batch on CPU.
+    """
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model = model.to(inference_dtype(dtype)).eval()
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+    return model
+
+
 def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str):
     """Wrap ``model`` with a trainable LoRA adapter (peft); only the adapter's weights train."""
     from peft import LoraConfig, get_peft_model

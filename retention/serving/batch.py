@@ -1,15 +1,13 @@
 """Batch scoring in-process: customers file in, decisions file out (``retention score``).
 
 The composite model is loaded once and records are decided in chunks. Nested fields are
-flattened into columns: ``contact``, ``offer_level``, ``offer_percentage``, ``delay_days``,
-``estimated_retention_prob``, ``message``, ``message_source``, ``safety_passed``,
-``violations`` (JSON), ``churn_risk``, ``expected_value``, ``warnings`` (JSON).
+flattened into the columns of :data:`retention.serving.schema.FLAT_COLUMNS`, as the Spark path
+(:mod:`retention.serving.spark`) does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from retention.errors import DataSourceError, InputError
-from retention.serving.schema import RequestError
+from retention.serving.schema import RequestError, flatten
 
 
 def read_customers(path: Path) -> pd.DataFrame:
@@ -29,18 +27,6 @@ def read_customers(path: Path) -> pd.DataFrame:
     if "customer_id" not in frame.columns and "customerID" in frame.columns:
         frame = frame.rename(columns={"customerID": "customer_id"})
     return frame
-
-
-def flatten(out: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in out.to_dict("records"):
-        d, safety, meta = r["decision"], r["safety"] or {}, r["metadata"]
-        rows.append({"customer_id": r["customer_id"], "request_id": r["request_id"], **d,
-                     "message": r["message"], "message_source": r["message_source"],
-                     "safety_passed": safety.get("passed"), "violations": json.dumps(safety.get("violations", [])),
-                     "send_at": safety.get("send_at"), "churn_risk": meta["churn_risk"],
-                     "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"])})
-    return pd.DataFrame(rows)
 
 
 def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: int = 2000,

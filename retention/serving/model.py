@@ -8,11 +8,13 @@ server's working directory).
 
 Input columns are all declared optional and of any type, so partial records reach the request
 validation (:mod:`retention.serving.schema`). That validation answers with field-level errors,
-which the scoring server returns as HTTP 400.
+which the scoring server returns as HTTP 400. The ``output`` param picks nested responses (REST,
+the default) or flat ones (``spark_udf``, see :mod:`retention.serving.spark`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,33 +23,50 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from retention.config import EnvConfig, ServingConfig
-from retention.serving.schema import INPUT_COLUMNS, RequestError
+from retention.serving.schema import INPUT_COLUMNS, RequestError, flatten
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
 
 
+OUTPUTS = ("nested", "flat")
+
+
 def signature() -> ModelSignature:
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in INPUT_COLUMNS]))
+    """Inputs: every field optional and of any type (validated in ``parse_request``). Params:
+    ``output`` = ``nested`` (the REST response) or ``flat`` (one column per field, for Spark)."""
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in INPUT_COLUMNS]),
+                          params=ParamSchema([ParamSpec("output", "string", "nested")]))
 
 
-def build_service(artifacts: dict[str, str]):
-    """Assemble a :class:`~retention.serving.service.DecisionService` from bundled artifacts."""
+def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None):
+    """Assemble a :class:`~retention.serving.service.DecisionService` from bundled artifacts.
+
+    ``serving_overrides`` replaces fields of the bundled :class:`~retention.config.ServingConfig`
+    (``mlflow.pyfunc.load_model(uri, model_config={"generation_dtype": "float32"})``).
+    """
+    from retention.messaging.base_model import prepare_for_inference
     from retention.messaging.shield import Shield
     from retention.policy.guard import GuardRules
     from retention.serving.ledger import ContactLedger
     from retention.serving.service import DecisionService, Generator
 
     cfg = json.loads(Path(artifacts["config"]).read_text())
-    env, serving = EnvConfig(**cfg["env"]), ServingConfig(**cfg["serving"])
+    overrides = dict(serving_overrides or {})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ServingConfig)})
+    if unknown:
+        raise MlflowException(f"unknown serving setting(s) in model_config: {unknown}; the fields of "
+                              "retention.config.ServingConfig are allowed", error_code=INVALID_PARAMETER_VALUE)
+    env, serving = EnvConfig(**cfg["env"]), ServingConfig(**{**cfg["serving"], **overrides})
     risk = mlflow.sklearn.load_model(artifacts["churn_risk"])
     accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
     gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
-    generator = Generator(gen.model, gen.tokenizer, gen.spec["max_new_tokens"], gen.spec["generation_batch_size"])
+    generator = Generator(prepare_for_inference(gen.model, serving.generation_dtype), gen.tokenizer,
+                          gen.spec["max_new_tokens"], serving.generation_batch_size)
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
                            serving.campaign_budget)
@@ -58,10 +77,15 @@ def build_service(artifacts: dict[str, str]):
 
 class RetentionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.service = build_service(context.artifacts)
+        self.service = build_service(context.artifacts, getattr(context, "model_config", None))
 
     def predict(self, context, model_input, params=None):
+        output = (params or {}).get("output", "nested")
+        if output not in OUTPUTS:
+            raise MlflowException(json.dumps({"errors": {"params.output": f"must be one of {OUTPUTS}"}}),
+                                  error_code=INVALID_PARAMETER_VALUE)
         try:
-            return self.service.decide(model_input)
+            responses = self.service.decide(model_input)
         except RequestError as exc:
             raise MlflowException(json.dumps({"errors": exc.errors}), error_code=INVALID_PARAMETER_VALUE) from None
+        return flatten(responses) if output == "flat" else responses

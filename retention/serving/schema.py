@@ -18,6 +18,7 @@ errors such as ``records[3].tenure: must be between 0 and 1200``. The server ans
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from retention.tabular.features import RISK_CATEGORICAL, RISK_FEATURES
 MAX_BATCH = 20_000
 MAX_ID_CHARS = 200
 MAX_NAME_CHARS = 200
+MAX_ZONE_CHARS = 64  # the longest IANA zone name is 32 characters
 NUMERIC_RANGES = {"SeniorCitizen": (0, 1), "tenure": (0, 1200), "MonthlyCharges": (0, 10_000),
                   "TotalCharges": (0, 10_000_000)}
 OPTIONAL = ("name", "local_time", "timezone", "request_id", "dry_run", "with_message")
@@ -57,116 +59,221 @@ def allowed_categories() -> dict[str, set[str]]:
 
 
 def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() == "")
+    return (v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+            or (isinstance(v, str) and v.strip() == ""))
 
 
 def _bool(v: Any) -> bool | None:
-    if _missing(v):
-        return False
     if isinstance(v, bool):
         return v
     low = str(v).strip().lower()
     return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(low)
 
 
-def parse_request(frame: pd.DataFrame, categories: dict[str, set[str]] | None = None
+def _known_zone(zone: str) -> bool:
+    if len(zone) > MAX_ZONE_CHARS:
+        return False
+    try:
+        ZoneInfo(zone)
+        return True
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the file system refuses
+        return False
+
+
+def _short(v: Any) -> str:
+    return repr(str(v)[:40])
+
+
+class _Parse:
+    """Column-by-column validation over plain lists: cheap for one record, linear for 20,000.
+
+    Each ``field_*`` method reads one input column and returns the normalised column; problems go
+    to ``errors`` (reject the batch) or ``notes`` (a warning on that record).
+    """
+
+    def __init__(self, columns: dict[str, list], n: int):
+        self.columns, self.n = columns, n
+        self.errors: list[tuple[int, str, str]] = []  # (record, key, message)
+        self.notes: list[list[str]] = [[] for _ in range(n)]
+
+    def raw(self, name: str) -> list:
+        return self.columns.get(name) or [None] * self.n
+
+    def error(self, i: int, field: str, message: str) -> None:
+        self.errors.append((i, f"records[{i}].{field}", message))
+
+    def field_customer_id(self) -> list[str | None]:
+        out: list[str | None] = []
+        for i, v in enumerate(self.raw("customer_id")):
+            if _missing(v) or not isinstance(v, str | int) or len(str(v)) > MAX_ID_CHARS:
+                self.error(i, "customer_id", f"required: a non-empty string of at most {MAX_ID_CHARS} characters")
+                out.append(None)
+            else:
+                out.append(str(v))
+        return out
+
+    def field_name(self) -> list[str]:
+        out = []
+        for i, v in enumerate(self.raw("name")):
+            if isinstance(v, str) and len(v) > MAX_NAME_CHARS:
+                self.notes[i].append(f"name longer than {MAX_NAME_CHARS} characters was not used")
+                v = ""
+            elif not _missing(v) and not isinstance(v, str):
+                self.notes[i].append("name is not text and was not used")
+                v = ""
+            out.append(v if isinstance(v, str) else "")
+        return out
+
+    def field_number(self, col: str, lo: float, hi: float) -> list[float]:
+        out = []
+        for i, v in enumerate(self.raw(col)):
+            x = float("nan")
+            if not _missing(v):
+                try:
+                    if isinstance(v, bool):
+                        raise ValueError
+                    x = float(v)
+                except (TypeError, ValueError):
+                    self.error(i, col, f"must be a number, got {_short(v)}")
+                    x = float("nan")
+                else:
+                    if not math.isfinite(x) or not lo <= x <= hi:
+                        self.error(i, col, f"must be between {lo} and {hi}, got {v!r}")
+                        x = float("nan")
+            out.append(x)
+        return out
+
+    def field_category(self, col: str, allowed: set[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for i, v in enumerate(self.raw(col)):
+            if _missing(v):
+                out.append(None)
+            elif (text := v if isinstance(v, str) else str(v)) in allowed:
+                out.append(text)
+            else:
+                out.append(None)
+                self.notes[i].append(f"{col}={_short(v)} is not a known category and was treated as missing")
+        return out
+
+    def note_missing_features(self) -> None:
+        gaps = [[_missing(v) for v in self.raw(c)] for c in RISK_FEATURES]
+        for i in range(self.n):
+            absent = [c for c, col in zip(RISK_FEATURES, gaps, strict=True) if col[i]]
+            if absent:
+                self.notes[i].append(f"missing features scored as missing values: {', '.join(absent)}")
+
+    def field_local_time(self) -> list[datetime | None]:
+        out: list[datetime | None] = []
+        for i, v in enumerate(self.raw("local_time")):
+            when = None
+            if not _missing(v):
+                try:
+                    when = datetime.fromisoformat(str(v))
+                except ValueError:
+                    self.error(i, "local_time", f"must be an ISO 8601 time, got {_short(v)}")
+            out.append(when)
+        return out
+
+    def field_timezone(self) -> list[str | None]:
+        out: list[str | None] = []
+        known: dict[str, bool] = {}
+        for i, v in enumerate(self.raw("timezone")):
+            if _missing(v):
+                out.append(None)
+                continue
+            zone = str(v)
+            if zone not in known:
+                known[zone] = _known_zone(zone)
+            if not known[zone]:
+                self.error(i, "timezone", f"unknown IANA time zone {_short(v)}")
+            out.append(zone if known[zone] else None)
+        return out
+
+    def field_request_id(self) -> list[str | None]:
+        return [None if _missing(v) else str(v)[:MAX_ID_CHARS] for v in self.raw("request_id")]
+
+    def field_flag(self, col: str, default: bool) -> list[bool]:
+        out = []
+        for i, v in enumerate(self.raw(col)):
+            flag = default if _missing(v) else _bool(v)
+            if flag is None:
+                self.error(i, col, "must be true or false")
+            out.append(bool(flag))
+        return out
+
+
+def _merge_customer_facts(records: list[dict], errors: list[tuple[int, str, str]]) -> list[dict]:
+    """Records given as ``{"customer_facts": {...}}``: the nested fields win over the outer ones."""
+    out = []
+    for i, rec in enumerate(records):
+        facts = rec.pop("customer_facts", None)
+        if isinstance(facts, dict):
+            rec = {**{k: v for k, v in rec.items() if not _missing(v)}, **facts}
+        elif not _missing(facts):
+            errors.append((i, f"records[{i}].customer_facts", "must be an object of customer fields"))
+        out.append(rec)
+    return out
+
+
+def parse_request(frame: pd.DataFrame | list[dict], categories: dict[str, set[str]] | None = None
                   ) -> tuple[pd.DataFrame, list[list[str]]]:
     """Validate and normalise a request frame; returns (records, warnings per record).
 
     ``categories`` are the allowed values per categorical field: the bundle carries them, since
     the expectation suites are not part of a served model. The default reads the suite.
     """
-    records = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else list(frame)
-    if not records:
+    n = len(frame)
+    if n == 0:
         raise RequestError({"records": "empty batch: send at least one customer record"})
-    if len(records) > MAX_BATCH:
-        raise RequestError({"records": f"{len(records)} records; at most {MAX_BATCH} per request"})
+    if n > MAX_BATCH:
+        raise RequestError({"records": f"{n} records; at most {MAX_BATCH} per request"})
     cats = categories if categories is not None else allowed_categories()
-    errors: dict[str, str] = {}
-    rows, warnings = [], []
-    for i, rec in enumerate(records):
-        facts = rec.get("customer_facts")
-        if isinstance(facts, dict):
-            rec = {**{k: v for k, v in rec.items() if k != "customer_facts" and not _missing(v)}, **facts}
-        elif not _missing(facts):
-            errors[f"records[{i}].customer_facts"] = "must be an object of customer fields"
-        where = f"records[{i}]"
-        row: dict[str, Any] = {}
-        notes: list[str] = []
-        cid = rec.get("customer_id")
-        if _missing(cid) or not isinstance(cid, str | int) or len(str(cid)) > MAX_ID_CHARS:
-            errors[f"{where}.customer_id"] = f"required: a non-empty string of at most {MAX_ID_CHARS} characters"
-        else:
-            row["customer_id"] = str(cid)
-        name = rec.get("name")
-        if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
-            notes.append(f"name longer than {MAX_NAME_CHARS} characters was not used")
-            name = ""
-        elif not _missing(name) and not isinstance(name, str):
-            notes.append("name is not text and was not used")
-            name = ""
-        row["name"] = name if isinstance(name, str) else ""
-        for col, (lo, hi) in NUMERIC_RANGES.items():
-            v = rec.get(col)
-            if _missing(v):
-                row[col] = float("nan")
-                continue
-            try:
-                if isinstance(v, bool):
-                    raise ValueError
-                x = float(v)
-            except (TypeError, ValueError):
-                errors[f"{where}.{col}"] = f"must be a number, got {str(v)[:40]!r}"
-                continue
-            if not math.isfinite(x) or not lo <= x <= hi:
-                errors[f"{where}.{col}"] = f"must be between {lo} and {hi}, got {v!r}"
-                continue
-            row[col] = x
-        for col, allowed in cats.items():
-            v = rec.get(col)
-            if _missing(v):
-                row[col] = None
-            elif str(v) in allowed:
-                row[col] = str(v)
-            else:
-                row[col] = None
-                notes.append(f"{col}={str(v)[:40]!r} is not a known category and was treated as missing")
-        missing = [c for c in RISK_FEATURES if _missing(rec.get(c))]
-        if missing:
-            notes.append(f"missing features scored as missing values: {', '.join(missing)}")
-        when = rec.get("local_time")
-        if _missing(when):
-            row["local_time"] = None
-        else:
-            try:
-                row["local_time"] = datetime.fromisoformat(str(when))
-            except ValueError:
-                errors[f"{where}.local_time"] = f"must be an ISO 8601 time, got {str(when)[:40]!r}"
-        tz = rec.get("timezone")
-        if _missing(tz):
-            row["timezone"] = None
-        else:
-            try:
-                ZoneInfo(str(tz))
-                row["timezone"] = str(tz)
-            except (ZoneInfoNotFoundError, ValueError):
-                errors[f"{where}.timezone"] = f"unknown IANA time zone {str(tz)[:40]!r}"
-        rid = rec.get("request_id")
-        row["request_id"] = None if _missing(rid) else str(rid)[:MAX_ID_CHARS]
-        dry = _bool(rec.get("dry_run"))
-        if dry is None:
-            errors[f"{where}.dry_run"] = "must be true or false"
-        row["dry_run"] = bool(dry)
-        wants = rec.get("with_message")
-        wants = True if _missing(wants) else _bool(wants)
-        if wants is None:
-            errors[f"{where}.with_message"] = "must be true or false"
-        row["with_message"] = bool(wants)
-        rows.append(row)
-        warnings.append(notes)
-    if errors:
-        raise RequestError(errors)
-    out = pd.DataFrame(rows)
-    for c in RISK_CATEGORICAL:
-        out[c] = out[c].astype(object)
-    return out, warnings
+    merge_errors: list[tuple[int, str, str]] = []
+    if isinstance(frame, pd.DataFrame) and "customer_facts" not in frame.columns:
+        columns = {str(c): frame[c].tolist() for c in frame.columns}
+    else:  # the nested shape: merge record by record, then read columns
+        records = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else [dict(r) for r in frame]
+        records = _merge_customer_facts(records, merge_errors)
+        columns = pd.DataFrame(records).to_dict("list")
+    parse = _Parse(columns, n)
+    parse.errors.extend(merge_errors)
+    out: dict[str, list] = {"customer_id": parse.field_customer_id(), "name": parse.field_name()}
+    for col, (lo, hi) in NUMERIC_RANGES.items():
+        out[col] = parse.field_number(col, lo, hi)
+    for col, allowed in cats.items():
+        out[col] = parse.field_category(col, allowed)
+    parse.note_missing_features()
+    out["local_time"] = parse.field_local_time()
+    out["timezone"] = parse.field_timezone()
+    out["request_id"] = parse.field_request_id()
+    out["dry_run"] = parse.field_flag("dry_run", False)
+    out["with_message"] = parse.field_flag("with_message", True)
+    if parse.errors:
+        raise RequestError({key: msg for _, key, msg in sorted(parse.errors, key=lambda e: e[0])})
+    rows = pd.DataFrame({c: pd.Series(v, dtype=object) if c in (*RISK_CATEGORICAL, "local_time") else v
+                         for c, v in out.items()})
+    return rows, parse.notes
+
+
+# ----------------------------------------------------------------------------- flat responses
+# One row per customer, nested fields as columns (batch files and Spark). Types are Spark DDL.
+FLAT_COLUMNS = {
+    "customer_id": "string", "request_id": "string", "contact": "boolean", "offer_level": "int",
+    "offer_percentage": "int", "delay_days": "int", "estimated_retention_prob": "double", "message": "string",
+    "message_source": "string", "safety_passed": "boolean", "violations": "string", "send_at": "string",
+    "churn_risk": "double", "expected_value": "double", "warnings": "string",
+}
+SPARK_RESULT_TYPE = ", ".join(f"{name} {kind}" for name, kind in FLAT_COLUMNS.items())
+
+
+def flatten(responses: pd.DataFrame) -> pd.DataFrame:
+    """Nested responses -> :data:`FLAT_COLUMNS` (``violations`` and ``warnings`` as JSON text)."""
+    rows = []
+    for r in responses.to_dict("records"):
+        d, safety, meta = r["decision"], r["safety"] or {}, r["metadata"]
+        rows.append({"customer_id": r["customer_id"], "request_id": r["request_id"], **d,
+                     "message": r["message"], "message_source": r["message_source"],
+                     "safety_passed": safety.get("passed"), "violations": json.dumps(safety.get("violations", [])),
+                     "send_at": safety.get("send_at"), "churn_risk": meta["churn_risk"],
+                     "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"])})
+    return pd.DataFrame(rows, columns=list(FLAT_COLUMNS))

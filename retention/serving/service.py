@@ -83,62 +83,70 @@ class DecisionService:
         proposed = np.asarray(self.policy.act(obs, contact_ok, offer_ok), dtype=np.int64)
         actions, overridden = guard(proposed, budget, fatigue, dsc, costs, self.rules)
 
+        ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
+        dry_runs, with_message = rows["dry_run"].tolist(), rows["with_message"].tolist()
+        risk_out, accept_out = np.round(risk, 4).tolist(), np.round(accept, 4).tolist()
+        chosen = accept[np.arange(len(rows)), actions[:, 1]]
+        # if contacted: P(retained) and the expected value of the chosen offer, for every row at once
+        retained_if_contacted = np.round(1 - risk + risk * chosen, 4).tolist()
+        retained_otherwise = np.round(1 - risk, 4).tolist()
+        value_if_contacted = np.round(chosen * (risk * monthly * self.env.ltv_months
+                                                - costs[np.arange(len(rows)), actions[:, 1]])
+                                      - self.env.contact_cost, 2).tolist()
         out: list[dict[str, Any]] = []
-        for i, rec in enumerate(rows.to_dict("records")):
-            if rec["request_id"] and rec["request_id"] in replayed:
-                out.append({**replayed[rec["request_id"]], "metadata": {
-                    **replayed[rec["request_id"]]["metadata"], "replayed": True}})
+        writes: list[tuple[int, dict[str, Any]]] = []  # (row, response) of contacts that get a message
+        for i, (cid, rid, dry) in enumerate(zip(ids, request_ids, dry_runs, strict=True)):
+            if rid and rid in replayed:
+                out.append({**replayed[rid], "metadata": {**replayed[rid]["metadata"], "replayed": True}})
                 continue
             contact, k, delay = (int(x) for x in actions[i])
             warn = list(notes[i])
             if overridden[i]:
                 warn.append("the guard changed the policy's proposal to respect fatigue, cooldown or budget")
             cost = self.env.contact_cost + costs[i, k] if contact else 0.0
-            if contact and not rec["dry_run"]:
-                res = self.ledger.reserve(rec["customer_id"], k, cost, now, rec["request_id"])
+            if contact and not dry:
+                res = self.ledger.reserve(cid, k, cost, now, rid)
                 if res.status != "reserved":
                     warn.append(f"contact not recorded: {res.reason}")
                     contact = 0
-            p, a = float(risk[i]), float(accept[i, k])
-            value = monthly[i] * self.env.ltv_months
-            out.append({
-                "customer_id": rec["customer_id"], "request_id": rec["request_id"],
+            response = {
+                "customer_id": cid, "request_id": rid,
                 "decision": {"contact": bool(contact), "offer_level": k if contact else 0,
                              "offer_percentage": OFFER_PERCENT[k] if contact else 0, "delay_days": delay,
-                             "estimated_retention_prob": round(1 - p + (p * a if contact else 0.0), 4)},
+                             "estimated_retention_prob": retained_if_contacted[i] if contact
+                             else retained_otherwise[i]},
                 "message": None, "message_source": None, "safety": {"passed": None, "violations": []},
-                "metadata": {"churn_risk": round(p, 4),
-                             "accept_prob": [round(float(x), 4) for x in accept[i]],
-                             "expected_value": round(a * (p * value - costs[i, k]) - self.env.contact_cost, 2)
-                             if contact else 0.0,
-                             "model_versions": self.versions, "warnings": warn, "dry_run": rec["dry_run"],
+                "metadata": {"churn_risk": risk_out[i], "accept_prob": accept_out[i],
+                             "expected_value": value_if_contacted[i] if contact else 0.0,
+                             "model_versions": self.versions, "warnings": warn, "dry_run": dry,
                              "replayed": False},
-                "_record": rec,
-            })
-        self._write_messages([r for r in out if "_record" in r and r["decision"]["contact"]
-                              and r["_record"]["with_message"]])
-        for r in out:
-            rec = r.pop("_record", None)
-            if rec is not None and rec["request_id"] and r["decision"]["contact"] and not rec["dry_run"]:
-                self.ledger.record_response(rec["request_id"], r)
+            }
+            out.append(response)
+            if contact and with_message[i]:
+                writes.append((i, response))
+        self._write_messages(rows, writes)
+        for rid, dry, response in zip(request_ids, dry_runs, out, strict=True):
+            if rid and not dry and response["decision"]["contact"] and not response["metadata"]["replayed"]:
+                self.ledger.record_response(rid, response)
         return pd.DataFrame(out, columns=["customer_id", "request_id", "decision", "message", "message_source",
                                           "safety", "metadata"])
 
     # ------------------------------------------------------------------ messages
-    def _write_messages(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    def _write_messages(self, rows: pd.DataFrame, writes: list[tuple[int, dict[str, Any]]]) -> None:
+        if not writes:
             return
-        facts = [facts_from_record(r["_record"], r["decision"]["offer_percentage"]) for r in rows]
-        texts: list[str | None] = [None] * len(rows)
+        records = [rows.iloc[i].to_dict() for i, _ in writes]
+        facts = [facts_from_record(rec, r["decision"]["offer_percentage"]) for rec, (_, r) in
+                 zip(records, writes, strict=True)]
+        texts: list[str | None] = [None] * len(writes)
         if self.generator is not None:
             g, start = self.generator, time.perf_counter()
-            for lo in range(0, len(rows), g.batch_size):
+            for lo in range(0, len(writes), g.batch_size):
                 if time.perf_counter() - start > self.serving.generation_time_budget_s:
                     break
                 texts[lo:lo + g.batch_size] = generate_batch(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
                                                              g.max_new_tokens, g.batch_size)
-        for r, f, text in zip(rows, facts, texts, strict=True):
-            rec = r["_record"]
+        for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"])
             r["message"], r["message_source"] = result.text, result.source
             r["safety"] = {"passed": result.passed, "violations": [v.as_dict() for v in result.violations],

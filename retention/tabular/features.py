@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 
@@ -65,10 +66,13 @@ class TabularFeatures(TransformerMixin, BaseEstimator):
             raise InputError({c: "missing column" for c in missing})
         return X
 
-    def _numeric(self, X: pd.DataFrame) -> dict[str, pd.Series]:
+    def _numeric(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         out, bad = {}, {}
         for c in self.numeric:
             col = X[c]
+            if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+                out[c] = col.to_numpy(dtype="float64", na_value=np.nan)
+                continue
             conv = pd.to_numeric(col, errors="coerce") if col.dtype == object or isinstance(
                 col.dtype, pd.StringDtype) else col
             if not pd.api.types.is_numeric_dtype(conv) and not pd.api.types.is_bool_dtype(conv):
@@ -77,7 +81,7 @@ class TabularFeatures(TransformerMixin, BaseEstimator):
             if broken.any():
                 examples = col[broken].astype(str).unique()[:MAX_EXAMPLES].tolist()
                 bad[c] = f"expected a number, got {examples}"
-            out[c] = conv.astype("float64")
+            out[c] = conv.astype("float64").to_numpy()
         if bad:
             raise InputError(bad)
         return out
@@ -96,20 +100,34 @@ class TabularFeatures(TransformerMixin, BaseEstimator):
         out = self._numeric(X)
         unseen: dict[str, list[str]] = {}
         for c in self.categorical:
-            col = X[c].astype("object").where(X[c].notna(), None)
-            as_str = col.map(lambda v: None if v is None else str(v))
-            cats = self.categories_[c]
-            novel = as_str.notna() & ~as_str.isin(cats)
-            if novel.any():
-                unseen[c] = as_str[novel].unique()[:MAX_EXAMPLES].tolist()
-            out[c] = pd.Categorical(as_str.where(~novel, None), categories=cats)
+            dtype, code_of = _encoding(tuple(self.categories_[c]))
+            values = X[c].tolist()
+            codes = np.fromiter((code_of.get(v if isinstance(v, str) else _as_category(v), -1) for v in values),
+                                dtype=np.int64, count=len(values))
+            novel = [v for v, k in zip(values, codes, strict=True) if k < 0 and _as_category(v) is not None]
+            if novel:
+                unseen[c] = list(dict.fromkeys(map(str, novel)))[:MAX_EXAMPLES]
+            out[c] = pd.Categorical.from_codes(codes, dtype=dtype)
         if unseen:
             detail = "; ".join(f"{k}: {v}" for k, v in unseen.items())
             warnings.warn(f"unseen categories treated as missing ({detail})", UnseenCategoryWarning, stacklevel=2)
-        return pd.DataFrame(out, index=X.index)[self._columns()]
+        return pd.DataFrame({c: out[c] for c in self._columns()}, index=X.index)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self._columns(), dtype=object)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoding(categories: tuple[str, ...]) -> tuple[pd.CategoricalDtype, dict[str, int]]:
+    """The categorical dtype of a fitted column and its value -> code table (cached: scoring is hot)."""
+    return pd.CategoricalDtype(list(categories)), {c: i for i, c in enumerate(categories)}
+
+
+def _as_category(v) -> str | None:
+    """A scoring value as a category label: missing (None/NaN/NA) -> None, anything else -> str."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+        return None
+    return str(v)
 
 
 # ----------------------------------------------------------------------------- churn risk

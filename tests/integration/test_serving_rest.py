@@ -16,17 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from retention import steps
-from retention.config import load_config
 from retention.policy.guard import GuardRules
-from retention.policy.model import policy_spec
-from retention.policy.registry import log_policy
 from retention.serving.ledger import ContactLedger
+from tests.integration.conftest import BUDGET, MODEL_URI
 
 pytestmark = pytest.mark.integration
-BUDGET = 40.0
 CUSTOMER = {"name": "Maria", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes", "Dependents": "No",
             "tenure": 1, "PhoneService": "No", "MultipleLines": "No phone service", "InternetService": "Fiber optic",
             "OnlineSecurity": "No", "OnlineBackup": "Yes", "DeviceProtection": "No", "TechSupport": "No",
@@ -52,35 +47,17 @@ def _post(port: int, body: bytes | dict, timeout: float = 120) -> tuple[int, dic
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, mirror):
-    home = tmp_path_factory.mktemp("serve")
-    env_vars = {"MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "serve-test"}
-    old = {k: os.environ.get(k) for k in env_vars}
-    os.environ.update(env_vars)
-    cwd = Path.cwd()
-    os.chdir(home)
+def server(bundle):
+    home, cfg = bundle.home, bundle.cfg
+    port = _free_port()
+    ledger_url = f"sqlite:///{home / 'ledger.db'}"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", MODEL_URI,
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **bundle.env, "RETENTION_LEDGER_URL": ledger_url,
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},  # serve runs uvicorn
+        cwd=home, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "w"), start_new_session=True)
     try:
-        cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(home / "processed"),
-                                    "data.allow_download": False, "serving.campaign_budget": BUDGET})
-        data = steps.data(cfg, {"profile": "smoke"}, progress=False)
-        risk = steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
-        accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
-        steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
-        steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
-        # the champion policy: the greedy rule, so the test knows contacts will happen
-        info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": "serving"})
-        MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
-        steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
-        assert MlflowClient().get_model_version_by_alias("retention", "champion")
-        port = _free_port()
-        ledger_url = f"sqlite:///{home / 'ledger.db'}"
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/retention@champion",
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-            env={**os.environ, "RETENTION_LEDGER_URL": ledger_url,
-                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},  # serve runs uvicorn
-            stdout=subprocess.DEVNULL,
-            stderr=open(home / "server.log", "w"), start_new_session=True)
         for _ in range(180):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)  # noqa: S310
@@ -93,15 +70,9 @@ def server(tmp_path_factory, mirror):
             pytest.fail("server did not answer /ping:\n" + (home / "server.log").read_text()[-3000:])
         rules = GuardRules(cfg.env.fatigue_cap, cfg.env.cooldown_days, cfg.env.contact_cost)
         yield port, ContactLedger(ledger_url, rules, budget=BUDGET), proc
+    finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    finally:
-        os.chdir(cwd)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_decisions_over_http(server):

@@ -37,6 +37,25 @@ def test_lora_trains_only_the_adapter():
     assert 0 < trainable < total / 10
 
 
+def test_prepared_generator_merges_lora_and_writes_the_same_text():
+    import torch
+
+    model, tok = load_base_model("tiny-random")
+    peft_model = add_lora(model, r=4, alpha=8, dropout=0.0, target_modules="q_proj,v_proj")
+    with torch.no_grad():  # a non-zero adapter, so merging it changes the weights
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    facts = [facts_from_record({"name": n, "tenure": 3}, 5) for n in ("Maria", "Li", "Sam")]
+    before = generate_batch(peft_model, tok, facts, max_new_tokens=8, batch_size=2)
+    served = base_model.prepare_for_inference(peft_model, "float32")
+    assert not hasattr(served, "peft_config") and next(served.parameters()).dtype == torch.float32
+    assert generate_batch(served, tok, facts, max_new_tokens=8, batch_size=3) == before
+    assert base_model.inference_dtype("bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="generation_dtype"):
+        base_model.inference_dtype("fp8")
+
+
 def test_8bit_without_cuda_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="retention.messaging.base_model"):
         load_base_model("tiny-random", load_in_8bit=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -117,6 +117,34 @@ def test_partial_records_unknown_categories_and_hostile_names_are_handled():
     assert rows.loc[1, "Contract"] is None and any("Forever" in n for n in notes[1])
     assert rows.loc[2, "name"] == "" and "not used" in notes[2][0]
     assert rows.loc[3, "customer_id"] == "nested" and rows.loc[3, "tenure"] == 1
+
+
+def test_hostile_values_in_any_column_give_field_errors_not_crashes():
+    errors = _errors([
+        {**CUSTOMER, "customer_id": "a", "timezone": "x" * 5000},  # once an OSError from the zone database
+        {**CUSTOMER, "customer_id": 1.5},
+        {**CUSTOMER, "customer_id": "c", "tenure": [1, 2], "MonthlyCharges": {"a": 1}, "TotalCharges": "inf"},
+        {**CUSTOMER, "customer_id": "d", "customer_facts": "oops", "with_message": 3},
+    ])
+    assert list(errors) == ["records[0].timezone", "records[1].customer_id", "records[2].tenure",
+                            "records[2].MonthlyCharges", "records[2].TotalCharges", "records[3].customer_facts",
+                            "records[3].with_message"]  # in record order
+    assert "between 0 and 10000000" in errors["records[2].TotalCharges"]
+
+
+def test_mixed_columns_are_normalised_row_by_row():
+    rows, notes = parse_request(pd.DataFrame([
+        {**CUSTOMER, "customer_id": "a", "tenure": "12", "gender": ["x"], "name": 5,
+         "local_time": "2026-01-01T10:00:00+01:00", "timezone": "Europe/Paris", "request_id": "r" * 500},
+        {**CUSTOMER, "customer_id": 7, "tenure": 3, "dry_run": "yes"},
+    ]))
+    assert rows["tenure"].tolist() == [12.0, 3.0] and rows["customer_id"].tolist() == ["a", "7"]
+    assert rows.loc[0, "gender"] is None and any("gender" in n for n in notes[0])
+    assert rows.loc[0, "name"] == "" and "not text" in notes[0][0]
+    assert rows.loc[0, "local_time"] == datetime(2026, 1, 1, 10, tzinfo=timezone(timedelta(hours=1)))
+    assert rows.loc[1, "local_time"] is None and rows.loc[1, "timezone"] is None
+    assert len(rows.loc[0, "request_id"]) == 200 and rows["dry_run"].tolist() == [False, True]
+    assert notes[1] == []
 
 
 def test_ten_thousand_rows_validate():

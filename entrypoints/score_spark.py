@@ -1,0 +1,12 @@
+"""Spark batch scoring, for `spark-submit` or `gcloud dataproc jobs submit pyspark` (see README).
+
+A thin wrapper over `retention score_spark` (retention/cli.py): the session is the one the
+submitter created, and the composite model is scored with `mlflow.pyfunc.spark_udf`.
+"""
+
+import sys
+
+from retention.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["score_spark", *sys.argv[1:]]))

@@ -1,0 +1,64 @@
+"""One bundled `retention` model (smoke profile, real data mirror) shared by the REST and Spark tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retention import steps
+from retention.config import Config, load_config
+from retention.policy.model import policy_spec
+from retention.policy.registry import log_policy
+
+BUDGET = 40.0
+MODEL_URI = "models:/retention@champion"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    home: Path
+    cfg: Config
+    env: dict[str, str]  # the tracking store that holds MODEL_URI
+
+
+@contextlib.contextmanager
+def within(home: Path, env: dict[str, str]):
+    """Run in ``home`` with ``env`` set; restore the working directory and variables afterwards."""
+    old = {k: os.environ.get(k) for k in env}
+    cwd = Path.cwd()
+    os.environ.update(env)
+    os.chdir(home)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, mirror) -> Bundle:
+    home = tmp_path_factory.mktemp("bundle")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "serve-test"}
+    with within(home, env):
+        cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(home / "processed"),
+                                    "data.allow_download": False, "serving.campaign_budget": BUDGET})
+        data = steps.data(cfg, {"profile": "smoke"}, progress=False)
+        risk = steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
+        accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
+        steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
+        steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
+        # the champion policy: the greedy rule, so the tests know contacts will happen
+        info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": "serving"})
+        MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
+        steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
+        assert MlflowClient().get_model_version_by_alias("retention", "champion")
+    return Bundle(home, cfg, env)
