@@ -434,6 +434,8 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             name="retention", python_model=RetentionModel(), artifacts=artifacts, signature=signature(),
             input_example=example, pip_requirements=_generator_requirements() + [
                 "scikit-learn", "xgboost", "sqlalchemy", "psycopg2-binary"],
+            model_config=asdict(cfg.serving),  # overridable at load: load_model(model_config=...) or
+            # MLFLOW_PYFUNC_INFERENCE_CONFIG for `mlflow models serve`
             code_paths=[str(Path(__file__).resolve().parent)], registered_model_name="retention",
         )
         version = info.registered_model_version

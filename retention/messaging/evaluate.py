@@ -15,6 +15,7 @@ the chat template's end-of-turn token.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,22 +30,61 @@ from retention.messaging.shield import Shield, default_shield, normalise
 Generate = Callable[[Sequence[MessageFacts]], list[str]]
 
 
+MIN_SHARED_PREFIX = 8  # tokens; below this, computing the prefix once is not worth it
+
+
+def shared_prefix_ids(tokenized: Sequence[Sequence[int]]) -> list[int]:
+    """The longest run of leading token ids common to every prompt (the system prompt, mostly)."""
+    if not tokenized:
+        return []
+    first, n = tokenized[0], min(len(t) for t in tokenized)
+    length = 0
+    while length < n - 1 and all(t[length] == first[length] for t in tokenized):  # keep >= 1 token per prompt
+        length += 1
+    return list(first[:length])
+
+
 def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, batch_size: int,
-                   progress: bool = False) -> list[str]:
-    """Greedy generation for each case, batched, left-padded."""
+                   progress: bool = False, share_prefix: bool = True) -> list[str]:
+    """Greedy generation for each case, batched, left-padded, stopping at the end-of-turn token.
+
+    With ``share_prefix``, the prompts' common leading tokens (the system prompt and the template's
+    opening, about half of each prompt) go through the model once. Their key/value cache is
+    copied into every batch, and each prompt's own tokens are left-padded *after* that prefix.
+    Positions come from the attention mask, so this computes what the unshared prompts would.
+    """
     from tqdm.auto import tqdm
+    from transformers import DynamicCache
 
     tokenizer.padding_side = "left"
     eos = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if t is not None]
-    out: list[str] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    tokenized = [tokenizer(render_prompt(tokenizer, f), add_special_tokens=False)["input_ids"] for f in facts]
+    prefix = shared_prefix_ids(tokenized) if share_prefix and len(tokenized) > 1 else []
+    if len(prefix) < MIN_SHARED_PREFIX:
+        prefix = []
+    device = next(model.parameters()).device
     model.eval()
-    for lo in tqdm(range(0, len(facts), batch_size), desc="generate", disable=not progress):
-        prompts = [render_prompt(tokenizer, f) for f in facts[lo:lo + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prefix_cache = None
+    if prefix:
+        prefix_cache = DynamicCache()
         with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for row in ids[:, enc["input_ids"].shape[1]:]:
+            model(input_ids=torch.tensor([prefix], device=device), cache=prefix_cache, use_cache=True)
+    out: list[str] = []
+    for lo in tqdm(range(0, len(tokenized), batch_size), desc="generate", disable=not progress):
+        own = [t[len(prefix):] for t in tokenized[lo:lo + batch_size]]
+        width = max(len(t) for t in own)
+        ids = torch.tensor([prefix + [pad] * (width - len(t)) + list(t) for t in own], device=device)
+        mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(t)) + [1] * len(t) for t in own], device=device)
+        kwargs = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(own))
+            kwargs["cache"] = cache
+        with torch.no_grad():
+            generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       do_sample=False, eos_token_id=eos, pad_token_id=pad, **kwargs)
+        for row in generated[:, ids.shape[1]:]:
             out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
 

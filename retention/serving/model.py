@@ -45,8 +45,10 @@ def signature() -> ModelSignature:
 def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None):
     """Assemble a :class:`~retention.serving.service.DecisionService` from bundled artifacts.
 
-    ``serving_overrides`` replaces fields of the bundled :class:`~retention.config.ServingConfig`
-    (``mlflow.pyfunc.load_model(uri, model_config={"generation_dtype": "float32"})``).
+    ``serving_overrides`` replaces fields of the bundled :class:`~retention.config.ServingConfig`.
+    The bundle logs that config as the model's ``model_config``, so any field can be overridden at
+    load time: ``mlflow.pyfunc.load_model(uri, model_config={"generation_dtype": "float32"})``, or
+    ``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"generation_batch_size": 32}'`` for ``mlflow models serve``.
     """
     from retention.messaging.base_model import prepare_for_inference
     from retention.messaging.shield import Shield

@@ -120,5 +120,6 @@ def score_files(input_path: str, output_path: str, model_uri: str, master: str |
 
     written = spark.read.option("header", True).csv(output_path) if output_path.endswith(".csv") else \
         spark.read.parquet(output_path)
-    counts = written.agg(F.count("*").alias("n"), F.sum(F.col("contact").cast("boolean").cast("int")).alias("contacted")).collect()[0]
+    contact = F.col("contact").cast("boolean").cast("int")
+    counts = written.agg(F.count("*").alias("n"), F.sum(contact).alias("contacted")).collect()[0]
     return {"customers": int(counts["n"]), "contacted": int(counts["contacted"] or 0)}

@@ -56,6 +56,33 @@ def test_prepared_generator_merges_lora_and_writes_the_same_text():
         base_model.inference_dtype("fp8")
 
 
+def test_shared_prefix_generation_writes_what_separate_prompts_would():
+    import torch
+
+    model, tok = load_base_model("tiny-random")
+    torch.manual_seed(0)
+    with torch.no_grad():  # larger weights than the default init, so each prompt gets its own text
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.3)
+    facts = [facts_from_record({"name": n, "tenure": t, "MonthlyCharges": c}, pct) for n, t, c, pct in
+             [("Maria", 3, 20.5, 5), ("Li", 40, 99.0, 0), ("Alexandrina", 1, 70.25, 15), ("Bo", 12, 5.0, 10),
+              ("Sam", 7, 45.0, 10)]]
+    shared = generate_batch(model, tok, facts, max_new_tokens=10, batch_size=2, share_prefix=True)
+    separate = generate_batch(model, tok, facts, max_new_tokens=10, batch_size=2, share_prefix=False)
+    one_by_one = [generate_batch(model, tok, [f], max_new_tokens=10, batch_size=1)[0] for f in facts]
+    assert shared == separate == one_by_one
+    assert len(set(shared)) == len(facts)  # the comparison means something: every text differs
+
+
+def test_shared_prefix_ids():
+    from retention.messaging.evaluate import shared_prefix_ids
+
+    assert shared_prefix_ids([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == [1, 2]
+    assert shared_prefix_ids([[1, 2], [1, 2]]) == [1]  # every prompt keeps at least one token of its own
+    assert shared_prefix_ids([[7], [8]]) == [] and shared_prefix_ids([]) == []
+
+
 def test_8bit_without_cuda_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="retention.messaging.base_model"):
         load_base_model("tiny-random", load_in_8bit=True)
