@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from retention.errors import DataSourceError, InputError
-from retention.serving.schema import RequestError, flatten
+from retention.serving.schema import RequestError, flatten, parse_request
 
 
 def read_customers(path: Path) -> pd.DataFrame:
@@ -29,27 +29,41 @@ def read_customers(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _shifted(errors: dict[str, str], offset: int) -> dict[str, str]:
+    """Field errors of a chunk, with ``records[i]`` counted from the start of the file."""
+    out = {}
+    for key, msg in errors.items():
+        if key.startswith("records["):
+            i = int(key[8:key.index("]")])
+            key = f"records[{offset + i}]{key[key.index(']') + 1:]}"
+        out[key] = msg
+    return out
+
+
 def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: int = 2000,
                dry_run: bool = False, progress: bool = True, generation_budget_s: float = 3600.0) -> pd.DataFrame:
+    """Decide every customer in ``input_path`` and write the flat decisions to ``output_path``.
+
+    The whole file is validated before anything is decided, so a bad record stops the job before
+    any contact is booked in the ledger. The output is written atomically.
+    """
     customers = read_customers(input_path)
     if dry_run:
         customers = customers.assign(dry_run=True)
     service = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().service
     # batch work is not latency-bound: give message writing a budget per chunk fit for it
     service.serving = dataclasses.replace(service.serving, generation_time_budget_s=generation_budget_s)
-    parts = []
-    for lo in tqdm(range(0, max(len(customers), 1), chunk_size), desc="score", unit="chunk", disable=not progress):
-        chunk = customers.iloc[lo:lo + chunk_size]
+    starts = range(0, max(len(customers), 1), chunk_size)
+    errors: dict[str, str] = {}
+    for lo in starts:
         try:
-            parts.append(flatten(service.decide(chunk)))
+            parse_request(customers.iloc[lo:lo + chunk_size], service.categories)
         except RequestError as exc:
-            shifted = {}
-            for key, msg in exc.errors.items():
-                if key.startswith("records["):
-                    i = int(key[8:key.index("]")])
-                    key = f"records[{lo + i}]{key[key.index(']') + 1:]}"
-                shifted[key] = msg
-            raise InputError(shifted) from None
+            errors.update(_shifted(exc.errors, lo))
+    if errors:
+        raise InputError(errors)
+    parts = [flatten(service.decide(customers.iloc[lo:lo + chunk_size]))
+             for lo in tqdm(starts, desc="score", unit="chunk", disable=not progress)]
     result = pd.concat(parts, ignore_index=True)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=output_path.parent, suffix=".partial")

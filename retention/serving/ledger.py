@@ -18,6 +18,8 @@ a repeated request gets the recorded contact back and books nothing new.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from retention.policy.guard import NEVER_CONTACTED, GuardRules
 
@@ -80,6 +83,24 @@ class Reservation:
     response: dict[str, Any] | None = None
 
 
+def use_wal(cursor, attempts: int = 100, pause_s: float = 0.05) -> None:
+    """Put a sqlite database in WAL mode (once: the mode is stored in the file).
+
+    Switching modes can fail at once with "database is locked" while another process opens the
+    same new file (SQLite does not always call the busy handler there), as Spark workers loading
+    the model together do. So: read the mode first, and retry the switch with a short backoff.
+    """
+    for attempt in range(attempts):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s * (1 + attempt % 4))
+
+
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -91,11 +112,14 @@ class ContactLedger:
         self.url, self.rules, self.campaign = url, rules, campaign
         self.engine = self._engine(url)
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            found = conn.execute(select(campaigns.c.name).where(campaigns.c.name == campaign)).first()
-            if found is None:
-                conn.execute(insert(campaigns).values(name=campaign, budget_total=float(budget), budget_spent=0.0,
-                                                      created_at=datetime.now(UTC)))
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(select(campaigns.c.name).where(campaigns.c.name == campaign)).first()
+                if found is None:
+                    conn.execute(insert(campaigns).values(name=campaign, budget_total=float(budget),
+                                                          budget_spent=0.0, created_at=datetime.now(UTC)))
+        except IntegrityError:  # another process created the campaign first (Postgres; sqlite serialises)
+            pass
 
     @staticmethod
     def _engine(url: str) -> Engine:
@@ -107,8 +131,8 @@ class ContactLedger:
         def _on_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            use_wal(cur)
             cur.close()
 
         @event.listens_for(engine, "begin")

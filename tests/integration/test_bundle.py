@@ -7,6 +7,10 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from retention.cli import main
+from retention.data.pipeline import load_split
+from retention.policy.guard import GuardRules
+from retention.serving.ledger import ContactLedger
 from retention.serving.schema import FLAT_COLUMNS, flatten
 from tests.integration.conftest import MODEL_URI, within
 
@@ -37,3 +41,29 @@ def test_flat_output_is_the_nested_response_flattened(bundle, tmp_path):
     pd.testing.assert_frame_equal(flat, flatten(nested))
     with pytest.raises(MlflowException, match="params.output"):
         model.predict(request, params={"output": "xml"})
+
+
+def test_score_command_writes_flat_decisions_and_names_the_bad_record(bundle, tmp_path, capsys):
+    customers = load_split(bundle.home / "processed", "telco", "test").head(12).drop(columns=["Churn"])
+    customers.to_parquet(tmp_path / "in.parquet")
+    env = {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    with within(bundle.home, env):
+        assert main(["--no-progress", "score", "--input", str(tmp_path / "in.parquet"), "--output",
+                     str(tmp_path / "out.parquet"), "--dry-run", "--chunk-size", "5"]) == 0
+        out = pd.read_parquet(tmp_path / "out.parquet")
+        assert list(out.columns) == list(FLAT_COLUMNS)
+        assert out["customer_id"].tolist() == customers["customerID"].tolist()
+        assert "12 customers" in capsys.readouterr().out
+
+        bad = customers.copy()
+        bad.loc[bad.index[7], "tenure"] = -1
+        bad.to_parquet(tmp_path / "bad.parquet")
+        code = main(["score", "--input", str(tmp_path / "bad.parquet"), "--output", str(tmp_path / "bad_out.parquet"),
+                     "--dry-run", "--chunk-size", "5"])
+        booking = main(["score", "--input", str(tmp_path / "bad.parquet"), "--output", str(tmp_path / "b.parquet"),
+                        "--chunk-size", "5"])  # not a dry run: a bad record must stop it before any booking
+    err = capsys.readouterr().err
+    assert code == booking == 5 and "records[7].tenure" in err  # the row in the file, not in its chunk
+    assert not (tmp_path / "bad_out.parquet").exists() and not (tmp_path / "b.parquet").exists()
+    rules = GuardRules(bundle.cfg.env.fatigue_cap, bundle.cfg.env.cooldown_days, bundle.cfg.env.contact_cost)
+    assert ContactLedger(env["RETENTION_LEDGER_URL"], rules, budget=1.0).summary()["contacts"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -13,7 +14,7 @@ from retention.config import load_config
 from retention.messaging.shield import default_shield
 from retention.policy.baselines import GreedyExpectedValue, TopOfferEveryone
 from retention.policy.guard import GuardRules
-from retention.serving.ledger import ContactLedger
+from retention.serving.ledger import ContactLedger, use_wal
 from retention.serving.schema import MAX_BATCH, RequestError, parse_request
 from retention.serving.service import DecisionService
 
@@ -76,6 +77,38 @@ def test_concurrent_reservations_never_overspend_or_double_contact(tmp_path):
     reserved = [c for c, status in results if status == "reserved"]
     assert sorted(reserved) == ["c0", "c1", "c2", "c3", "c4"]  # each customer once: the cooldown held
     assert summary["contacts"] == 5
+
+
+class _LockedFirst:
+    """A sqlite cursor stand-in whose mode switch fails with "database is locked" ``fails`` times."""
+
+    def __init__(self, fails: int, error: str = "database is locked"):
+        self.fails, self.error, self.mode, self.tries = fails, error, "delete", 0
+
+    def execute(self, sql):
+        if sql == "PRAGMA journal_mode=WAL":
+            self.tries += 1
+            if self.tries <= self.fails:
+                raise sqlite3.OperationalError(self.error)
+            self.mode = "wal"
+        self.row = (self.mode,)
+        return self
+
+    def fetchone(self):
+        return self.row
+
+
+def test_wal_switch_retries_while_another_process_holds_the_new_file(tmp_path):
+    cursor = _LockedFirst(fails=3)
+    use_wal(cursor, pause_s=0.001)
+    assert cursor.mode == "wal" and cursor.tries == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        use_wal(_LockedFirst(fails=10), attempts=5, pause_s=0.001)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):  # other errors are not retried
+        use_wal(_LockedFirst(fails=1, error="disk I/O error"), pause_s=0.001)
+    ledger = ContactLedger(f"sqlite:///{tmp_path / 'wal.db'}", RULES, budget=5.0)
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 # ----------------------------------------------------------------------------- request validation
