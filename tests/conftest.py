@@ -54,9 +54,12 @@ def tracking(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     # mlflow.projects.run launches `python entrypoints/...`: make that the interpreter running the tests.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    old_uri = mlflow.get_tracking_uri()  # process state the steps set; it wins over the variable
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield tmp_path
     while mlflow.active_run():
         mlflow.end_run()
+    mlflow.set_tracking_uri(old_uri)
 
 
 @pytest.fixture

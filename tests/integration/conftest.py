@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,15 +29,23 @@ class Bundle:
 
 @contextlib.contextmanager
 def within(home: Path, env: dict[str, str]):
-    """Run in ``home`` with ``env`` set; restore the working directory and variables afterwards."""
+    """Run in ``home`` with ``env`` set; restore the working directory and variables afterwards.
+
+    MLflow's tracking URI is also process state (``mlflow.set_tracking_uri``, which the steps call
+    and which wins over the variable), so it is switched and restored too.
+    """
     old = {k: os.environ.get(k) for k in env}
+    old_uri = mlflow.get_tracking_uri()
     cwd = Path.cwd()
     os.environ.update(env)
+    if "MLFLOW_TRACKING_URI" in env:
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     os.chdir(home)
     try:
         yield
     finally:
         os.chdir(cwd)
+        mlflow.set_tracking_uri(old_uri)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

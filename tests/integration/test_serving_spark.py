@@ -68,7 +68,7 @@ def test_spark_partitions_share_the_ledger_budget_and_cooldown(bundle, spark, tm
     contacted = rows.loc[rows["contact"], "customer_id"].tolist()
     assert contacted and summary["contacts"] == len(contacted)
     assert len(contacted) == len(set(contacted))  # the second copy of a customer is inside the cooldown
-    assert summary["budget_spent"] <= BUDGET + 1e-9
+    assert summary["budget_spent"] <= BUDGET + 1e-9, summary
     states, _, remaining = ledger.states(sorted(set(customers["customerID"])), datetime.now(UTC))
     assert remaining >= 0 and all(s.fatigue_count <= 1 for s in states.values())
 
