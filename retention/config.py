@@ -337,6 +337,10 @@ class ServingConfig:
         Wall-clock budget for writing a batch's messages; the rest get the approved template.
     generation_batch_size:
         Messages generated together (left-padded). Larger batches amortise each decoding step.
+    max_new_tokens:
+        Cap on generated tokens at serving time (0: the generator's own ``max_new_tokens``). 56
+        tokens is about 200 characters, the shield's SMS limit, so a longer text would be blocked
+        anyway; the cap stops a rambling sequence from holding up its whole batch.
     generation_dtype:
         ``auto`` (bfloat16 where the CPU has native bf16 matrix units (AMX / AVX512-BF16) or on
         CUDA, else float32), ``bfloat16`` or ``float32``. The LoRA adapter is merged into the base
@@ -352,6 +356,7 @@ class ServingConfig:
     campaign_budget: float = 10_000.0
     generation_time_budget_s: float = 20.0
     generation_batch_size: int = 64
+    max_new_tokens: int = 56
     generation_dtype: str = "auto"
     days_left: int = 60
     demo_customers: int = 4

@@ -68,7 +68,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
     gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
     generator = Generator(prepare_for_inference(gen.model, serving.generation_dtype), gen.tokenizer,
-                          gen.spec["max_new_tokens"], serving.generation_batch_size)
+                          serving.max_new_tokens or gen.spec["max_new_tokens"], serving.generation_batch_size)
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
                            serving.campaign_budget)

@@ -25,10 +25,13 @@ def test_serving_settings_are_overridable_at_load_time(bundle, tmp_path):
         default = mlflow.pyfunc.load_model(MODEL_URI).unwrap_python_model().service
         tuned = mlflow.pyfunc.load_model(MODEL_URI, model_config={"generation_batch_size": 3,
                                                                   "generation_dtype": "float32"})
+        uncapped = mlflow.pyfunc.load_model(MODEL_URI, model_config={"max_new_tokens": 0}).unwrap_python_model()
     service = tuned.unwrap_python_model().service
     assert default.serving.generation_batch_size == bundle.cfg.serving.generation_batch_size != 3
     assert service.serving.generation_batch_size == 3 and service.generator.batch_size == 3
     assert str(next(service.generator.model.parameters()).dtype) == "torch.float32"
+    assert default.generator.max_new_tokens == bundle.cfg.serving.max_new_tokens == 56
+    assert uncapped.service.generator.max_new_tokens == bundle.cfg.messaging.max_new_tokens  # the generator's own
 
 
 def test_flat_output_is_the_nested_response_flattened(bundle, tmp_path):
