@@ -130,12 +130,18 @@ def cmd_score(args: argparse.Namespace) -> None:
           f"{', dry run: nothing recorded' if args.dry_run else ''})")
 
 
-def _score_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="customers file (.parquet or .csv; Telco columns + customer_id)")
-    p.add_argument("--output", required=True, help="decisions file to write (.parquet or .csv)")
+def _scoring_io(p: argparse.ArgumentParser, input_help: str, output_help: str) -> None:
+    """The options both scoring commands share: what to read, what to write, which model, dry run."""
+    p.add_argument("--input", required=True, help=input_help)
+    p.add_argument("--output", required=True, help=output_help)
     p.add_argument("--model", default="models:/retention@champion", help="composite model URI")
-    p.add_argument("--chunk-size", type=int, default=2000, help="records per decision batch")
     p.add_argument("--dry-run", action="store_true", help="decide and write messages, record nothing in the ledger")
+
+
+def _score_options(p: argparse.ArgumentParser) -> None:
+    _scoring_io(p, "customers file (.parquet or .csv; Telco columns + customer_id)",
+                "decisions file to write (.parquet or .csv)")
+    p.add_argument("--chunk-size", type=int, default=2000, help="records per decision batch")
     p.add_argument("--generation-budget-s", type=float, default=3600.0,
                    help="seconds per chunk for writing messages; the rest get the approved template")
 
@@ -151,14 +157,12 @@ def cmd_score_spark(args: argparse.Namespace) -> None:
 
 
 def _score_spark_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="customers (Parquet, or CSV with a header); any path Spark reads")
-    p.add_argument("--output", required=True, help="decisions to write (a Parquet or CSV directory)")
-    p.add_argument("--model", default="models:/retention@champion", help="composite model URI")
+    _scoring_io(p, "customers (Parquet, or CSV with a header); any path Spark reads",
+                "decisions to write (a Parquet or CSV directory)")
     p.add_argument("--master", default=None,
                    help="Spark master (default: the spark-submit session, else local[2])")
     p.add_argument("--ledger-url", default=None,
                    help="SQLAlchemy URL of the contact ledger every executor reaches (Postgres on a cluster)")
-    p.add_argument("--dry-run", action="store_true", help="decide and write messages, record nothing in the ledger")
 
 
 def cmd_init(args: argparse.Namespace) -> None:

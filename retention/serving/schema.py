@@ -95,6 +95,7 @@ class _Parse:
         self.columns, self.n = columns, n
         self.errors: list[tuple[int, str, str]] = []  # (record, key, message)
         self.notes: list[list[str]] = [[] for _ in range(n)]
+        self.absent: dict[str, list[bool]] = {}  # per feature column: which records left it out
 
     def raw(self, name: str) -> list:
         return self.columns.get(name) or [None] * self.n
@@ -126,16 +127,17 @@ class _Parse:
 
     def field_number(self, col: str, lo: float, hi: float) -> list[float]:
         out = []
+        absent = self.absent[col] = []
         for i, v in enumerate(self.raw(col)):
             x = float("nan")
-            if not _missing(v):
+            absent.append(_missing(v))
+            if not absent[-1]:
                 try:
                     if isinstance(v, bool):
                         raise ValueError
                     x = float(v)
                 except (TypeError, ValueError):
                     self.error(i, col, f"must be a number, got {_short(v)}")
-                    x = float("nan")
                 else:
                     if not math.isfinite(x) or not lo <= x <= hi:
                         self.error(i, col, f"must be between {lo} and {hi}, got {v!r}")
@@ -145,8 +147,10 @@ class _Parse:
 
     def field_category(self, col: str, allowed: set[str]) -> list[str | None]:
         out: list[str | None] = []
+        absent = self.absent[col] = []
         for i, v in enumerate(self.raw(col)):
-            if _missing(v):
+            absent.append(_missing(v))
+            if absent[-1]:
                 out.append(None)
             elif (text := v if isinstance(v, str) else str(v)) in allowed:
                 out.append(text)
@@ -156,7 +160,8 @@ class _Parse:
         return out
 
     def note_missing_features(self) -> None:
-        gaps = [[_missing(v) for v in self.raw(c)] for c in RISK_FEATURES]
+        """After the ``field_number``/``field_category`` calls, which recorded what was absent."""
+        gaps = [self.absent.get(c) or [_missing(v) for v in self.raw(c)] for c in RISK_FEATURES]
         for i in range(self.n):
             absent = [c for c, col in zip(RISK_FEATURES, gaps, strict=True) if col[i]]
             if absent:

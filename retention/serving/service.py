@@ -86,12 +86,12 @@ class DecisionService:
         ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
         dry_runs, with_message = rows["dry_run"].tolist(), rows["with_message"].tolist()
         risk_out, accept_out = np.round(risk, 4).tolist(), np.round(accept, 4).tolist()
-        chosen = accept[np.arange(len(rows)), actions[:, 1]]
         # if contacted: P(retained) and the expected value of the chosen offer, for every row at once
+        row, offer = np.arange(len(rows)), actions[:, 1]
+        chosen = accept[row, offer]
         retained_if_contacted = np.round(1 - risk + risk * chosen, 4).tolist()
         retained_otherwise = np.round(1 - risk, 4).tolist()
-        value_if_contacted = np.round(chosen * (risk * monthly * self.env.ltv_months
-                                                - costs[np.arange(len(rows)), actions[:, 1]])
+        value_if_contacted = np.round(chosen * (risk * monthly * self.env.ltv_months - costs[row, offer])
                                       - self.env.contact_cost, 2).tolist()
         out: list[dict[str, Any]] = []
         writes: list[tuple[int, dict[str, Any]]] = []  # (row, response) of contacts that get a message

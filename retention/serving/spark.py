@@ -87,6 +87,13 @@ def session(master: str | None = None, app_name: str = "retention-score") -> Spa
     return SparkSession.builder.master(master).appName(app_name).getOrCreate()
 
 
+def _read(spark: SparkSession, path: str) -> DataFrame:
+    """Parquet, or CSV (with a header, types inferred) when the path ends in ``.csv``."""
+    if path.endswith(".csv"):
+        return spark.read.option("header", True).option("inferSchema", True).csv(path)
+    return spark.read.parquet(path)
+
+
 def score_files(input_path: str, output_path: str, model_uri: str, master: str | None = None,
                 ledger_url: str | None = None, dry_run: bool = False) -> dict[str, int]:
     """Read customers (Parquet or CSV with a header), decide them on Spark, write Parquet/CSV.
@@ -100,10 +107,7 @@ def score_files(input_path: str, output_path: str, model_uri: str, master: str |
 
     spark = session(master)
     try:
-        if input_path.endswith(".csv"):
-            customers = spark.read.option("header", True).option("inferSchema", True).csv(input_path)
-        else:
-            customers = spark.read.parquet(input_path)
+        customers = _read(spark, input_path)
     except AnalysisException as exc:
         raise DataSourceError(f"cannot read customers from {input_path}: {str(exc).splitlines()[0]}") from None
     decided = score_dataframe(customers, model_uri, ledger_url, dry_run)
@@ -118,8 +122,7 @@ def score_files(input_path: str, output_path: str, model_uri: str, master: str |
     # count what was written: recomputing `decided` would run the model (and the ledger) again
     from pyspark.sql import functions as F
 
-    written = spark.read.option("header", True).csv(output_path) if output_path.endswith(".csv") else \
-        spark.read.parquet(output_path)
+    written = _read(spark, output_path)
     contact = F.col("contact").cast("boolean").cast("int")
     counts = written.agg(F.count("*").alias("n"), F.sum(contact).alias("contacted")).collect()[0]
     return {"customers": int(counts["n"]), "contacted": int(counts["contacted"] or 0)}
