@@ -4,8 +4,9 @@
 then reports:
 
 * **shield pass rate before fallback**: share of raw generations that pass every shield rule;
-* **factual accuracy**: share that address the customer by the right name (when one is known)
-  and state exactly the decision's offer, and no other percentage;
+* **factual accuracy**: share that address the customer by the right name (when one is known),
+  state the decision's offer exactly once, and promise nothing else: no other quantity, money
+  amount or benefit (see :func:`factual`);
 * **length distribution**: mean, p10/p50/p90, share within 50–200 characters;
 * **distinct-1/2**: unique uni-/bi-grams over all generations (diversity);
 
@@ -16,7 +17,6 @@ the chat template's end-of-turn token.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from retention.messaging.prompts import MessageFacts, render_prompt
-from retention.messaging.shield import Shield, default_shield, normalise
+from retention.messaging.shield import FACT_RULES, Shield, default_shield, normalise
 
 Generate = Callable[[Sequence[MessageFacts]], list[str]]
 
@@ -89,13 +89,15 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
     return out
 
 
-def factual(text: str, facts: MessageFacts) -> bool:
-    """Right name (if known) and exactly the decision's offer, and no other percentage."""
-    norm = normalise(text)
-    if facts.name and normalise(facts.name) not in norm:
-        return False
-    found = {float(p) for p in re.findall(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", norm)}
-    return found == ({float(facts.offer_pct)} if facts.offer_pct > 0 else set())
+def factual(text: str, facts: MessageFacts, shield: Shield | None = None) -> bool:
+    """States what the decision decided and nothing more: the right name (when known), the offer
+    exactly once, and no other quantity, money amount or benefit (the shield's ``FACT_RULES``).
+
+    A message that promises "24 months of free service" on a 0 % check-in is not factual, even
+    though it names the customer and quotes no wrong percentage.
+    """
+    violations = (shield or default_shield()).check(text, facts.name, facts.offer_pct)
+    return not any(v.rule in FACT_RULES for v in violations)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -124,7 +126,8 @@ def evaluate_messages(generate: Generate, cases: Sequence[MessageFacts], shield:
         violations = shield.check(text, f.name, f.offer_pct)
         rows.append({"model": label, "name": f.name, "offer_pct": f.offer_pct, "tenure": f.tenure_months,
                      "plan": f.plan, "message": text, "length": len(text), "shield_passed": not violations,
-                     "violations": "; ".join(sorted({v.rule for v in violations})), "factual": factual(text, f)})
+                     "violations": "; ".join(sorted({v.rule for v in violations})),
+                     "factual": not any(v.rule in FACT_RULES for v in violations)})
     samples = pd.DataFrame(rows)
     lengths = samples["length"].to_numpy()
     metrics = {

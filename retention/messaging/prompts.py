@@ -1,6 +1,6 @@
 """Prompt builder: customer facts + decision -> chat messages -> the model's chat template.
 
-Input fields are untrusted. The name goes through :func:`retention.messaging.shield.safe_name`,
+Input fields are untrusted. The name goes through :func:`retention.messaging.shield.usable_name`,
 numbers are formatted from parsed values, and categorical fields are reduced to short plain
 words, so no request field can carry instructions into the prompt.
 """
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from retention.messaging.shield import safe_name
+from retention.messaging.shield import usable_name
 
 SYSTEM_PROMPT = (
     "Write one SMS (50-200 characters) from a telecom company to the customer. Use their first name, state "
@@ -57,7 +57,7 @@ def facts_from_record(record: dict[str, Any], offer_pct: int) -> MessageFacts:
     if not math.isfinite(charges):
         charges = 0.0
     return MessageFacts(
-        name=safe_name(record.get("name")),
+        name=usable_name(record.get("name")),
         tenure_months=max(0, min(tenure, 1200)),
         plan=describe_plan(record),
         monthly_charges=round(max(0.0, min(charges, 100_000.0)), 2),

@@ -1,7 +1,7 @@
 """SFT data: a retention-SMS corpus from real Telco customers × offers, plus OpenAssistant replies.
 
 Reference messages come from a documented, seeded generator. Each one combines an opening, an
-optional appreciation line that depends on tenure, an offer line (or a check-in line for 0 %), an
+optional appreciation line that depends on tenure (in words only), an offer line (or a check-in line for 0 %), an
 optional call to action and an opt-out. Several phrasings are drawn for each part, so openings,
 tones and lengths vary. Every reference must have 50–200 characters, address the customer by name,
 state exactly the decision's offer, and **pass the safety shield**; candidates that do not are redrawn.
@@ -32,9 +32,9 @@ FIRST_NAMES = (
 
 OPENINGS = ("Hi {name},", "Hello {name}!", "Hey {name},", "Dear {name},", "{name}, good news!",
             "Thanks for being with us, {name}!", "Hi {name}!")
-APPRECIATION = {
-    "long": ("After {tenure} months together, we want to say thank you.", "You've been with us for {years} years,"
-             " and we're grateful.", "Thank you for {tenure} months of loyalty."),
+APPRECIATION = {  # no numbers: the shield allows no quantity but the offer (tenure is said in words)
+    "long": ("After all this time together, we want to say thank you.", "You've been with us for years,"
+             " and we're grateful.", "Thank you for your long loyalty."),
     "mid": ("Thanks for your loyalty.", "We appreciate you being with us.", "It's great to have you with us."),
     "new": ("We're glad you chose us.", "Welcome aboard, and thanks for joining us.", "We're happy to have you."),
 }
@@ -72,7 +72,7 @@ def reference_message(name: str, tenure: int, plan: str, pct: int, rng: random.R
         else:
             parts.append(rng.choice(CHECK_IN_LINES))
         parts.append(rng.choice(OPT_OUTS))
-        text = " ".join(parts).format(name=name, tenure=tenure, years=max(1, tenure // 12), pct=pct, plan=short_plan)
+        text = " ".join(parts).format(name=name, pct=pct, plan=short_plan)
         if not shield.check(text, name, pct):
             return text
     return shield.template(name, pct)

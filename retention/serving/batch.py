@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from retention.errors import DataSourceError, InputError
+from retention.serving.ledger import RequestConflict
 from retention.serving.schema import RequestError, flatten, parse_request
 
 
@@ -44,8 +45,9 @@ def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: 
                dry_run: bool = False, progress: bool = True, generation_budget_s: float = 3600.0) -> pd.DataFrame:
     """Decide every customer in ``input_path`` and write the flat decisions to ``output_path``.
 
-    The whole file is validated before anything is decided, so a bad record stops the job before
-    any contact is booked in the ledger. The output is written atomically.
+    The whole file is validated before anything is decided (fields, and request ids that belong to
+    other customers), so a bad record stops the job before any contact is booked in the ledger.
+    Each chunk is then committed to the ledger in one transaction. The output is written atomically.
     """
     customers = read_customers(input_path)
     if dry_run:
@@ -57,13 +59,22 @@ def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: 
     errors: dict[str, str] = {}
     for lo in starts:
         try:
-            parse_request(customers.iloc[lo:lo + chunk_size], service.categories)
+            rows, _ = parse_request(customers.iloc[lo:lo + chunk_size], service.categories)
         except RequestError as exc:
             errors.update(_shifted(exc.errors, lo))
+            continue
+        recorded = service.ledger.replay(rows["request_id"].tolist())
+        errors.update({f"records[{lo + i}].request_id": "already used for another customer; use a new id"
+                       for i, (rid, cid) in enumerate(zip(rows["request_id"], rows["customer_id"], strict=True))
+                       if rid in recorded and recorded[rid].customer_id != cid})
     if errors:
         raise InputError(errors)
-    parts = [flatten(service.decide(customers.iloc[lo:lo + chunk_size]))
-             for lo in tqdm(starts, desc="score", unit="chunk", disable=not progress)]
+    parts = []
+    for lo in tqdm(starts, desc="score", unit="chunk", disable=not progress):
+        try:
+            parts.append(flatten(service.decide(customers.iloc[lo:lo + chunk_size])))
+        except RequestConflict as exc:  # an id taken by another process since the check above
+            raise InputError(_shifted(exc.errors, lo)) from None
     result = pd.concat(parts, ignore_index=True)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=output_path.parent, suffix=".partial")

@@ -1,30 +1,49 @@
-"""The contact ledger: every contact, its offer and the campaign budget, in one SQL database.
+"""The contact ledger: every decision that books a contact or carries a ``request_id``, in one SQL database.
 
 The decision state (days since last contact, fatigue count, cooldown, budget remaining) comes from
-here at serving time. Requests never supply it. :meth:`ContactLedger.reserve` checks and records a
-contact **atomically**:
+here at serving time. Requests never supply it.
+
+**A booking exists if and only if a committed response says "contact".** The service decides and
+writes the messages first, touching nothing; then :meth:`ContactLedger.commit` records the whole
+batch in **one transaction**: for each record it re-checks fatigue, cooldown and budget, books the
+contact, and stores the response in the same row. A request that fails before the commit books
+nothing; a crash during the commit rolls the whole batch back; there is no reservation without a
+response to expire. Concurrency:
 
 * sqlite (the default, ``sqlite:///ledger.db``): WAL journal, and every write transaction starts
-  with ``BEGIN IMMEDIATE``, which takes the database's write lock. So concurrent reservations from
-  several threads or worker processes are serialised; a busy timeout makes them wait, not fail.
+  with ``BEGIN IMMEDIATE``, which takes the database's write lock, so commits from several threads
+  or worker processes are serialised; a busy timeout makes them wait, not fail;
 * any other SQLAlchemy URL (e.g. Postgres for several nodes): the transaction locks the campaign
-  row with ``SELECT ... FOR UPDATE`` before checking, which serialises reservations per campaign.
+  row with ``SELECT ... FOR UPDATE`` first, which serialises commits per campaign. The unique
+  ``request_id`` is the last line of defence.
 
-A reservation books the **worst-case** cost (the message plus the full discount, as if accepted),
-so the budget cannot be overspent whatever customers answer. It is idempotent by ``request_id``:
-a repeated request gets the recorded contact back and books nothing new.
+A contact books its **worst-case** cost (the message plus the full discount, as if accepted), so
+the budget cannot be overspent whatever customers answer.
+
+**Idempotency.** A ``request_id`` belongs to one customer. A repeat for the same customer gets
+the recorded response back and books nothing (also when two copies race: the second one to commit
+finds the first one's row); a repeat for another customer is a :class:`RequestConflict`.
+
+**Privacy.** The full response (first name, message text) is kept only for
+``response_retention_days``, long enough for clients to retry; :meth:`ContactLedger.prune` then
+deletes it. What stays is the audit record: decision, offer, cost, message source, shield verdict,
+model versions and a SHA-256 of the message, with no name and no text. Rows that booked nothing
+(kept only to answer repeats) are deleted entirely at that point.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -34,6 +53,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -45,6 +65,8 @@ from sqlalchemy.exc import IntegrityError
 
 from retention.policy.guard import NEVER_CONTACTED, GuardRules
 
+MAX_ID_CHARS = 200
+
 metadata = MetaData()
 campaigns = Table(
     "campaigns", metadata,
@@ -53,16 +75,18 @@ campaigns = Table(
     Column("budget_spent", Float, nullable=False, default=0.0),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-contacts = Table(
-    "contacts", metadata,
+decisions = Table(
+    "decisions", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(200), unique=True, nullable=True),
+    Column("request_id", String(MAX_ID_CHARS), unique=True, nullable=True),
     Column("campaign", String(100), nullable=False, index=True),
-    Column("customer_id", String(200), nullable=False, index=True),
-    Column("contacted_at", DateTime(timezone=True), nullable=False),
+    Column("customer_id", String(MAX_ID_CHARS), nullable=False, index=True),
+    Column("decided_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("contact", Boolean, nullable=False),
     Column("offer_level", Integer, nullable=False),
     Column("reserved_cost", Float, nullable=False),
-    Column("response", Text, nullable=True),  # JSON of the decision returned, for idempotent replays
+    Column("response", Text, nullable=True),  # the full response, until the retention period ends
+    Column("audit", Text, nullable=False),  # the response without name or message text
 )
 
 
@@ -77,10 +101,30 @@ class DecisionState:
 
 
 @dataclass(frozen=True)
-class Reservation:
-    status: str  # "reserved" | "duplicate" | "refused"
-    reason: str = ""
-    response: dict[str, Any] | None = None
+class Booking:
+    """One record for :meth:`ContactLedger.commit`: the response as decided, and its worst-case cost."""
+
+    customer_id: str
+    request_id: str | None
+    response: dict[str, Any]
+    cost: float
+    retention_prob_if_refused: float = 0.0  # ``estimated_retention_prob`` when the contact is refused
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A response recorded earlier under a ``request_id``."""
+
+    customer_id: str
+    response: dict[str, Any]
+
+
+class RequestConflict(ValueError):
+    """A ``request_id`` already belongs to another customer: ``{"records[i].request_id": why}``."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 def use_wal(cursor, attempts: int = 100, pause_s: float = 0.05) -> None:
@@ -105,11 +149,41 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-class ContactLedger:
-    """Contacts and budget of one campaign; see the module docstring for the guarantees."""
+def audit_record(response: dict[str, Any]) -> dict[str, Any]:
+    """What is kept after the retention period: the response without the name and the message text."""
+    message = response.get("message")
+    meta = response.get("metadata") or {}
+    safety = response.get("safety") or {}
+    return {
+        "customer_id": response.get("customer_id"), "request_id": response.get("request_id"),
+        "decision": response.get("decision"), "message_source": response.get("message_source"),
+        "message_sha256": hashlib.sha256(message.encode()).hexdigest() if isinstance(message, str) else None,
+        "safety": {"passed": safety.get("passed"), "rules": sorted({v.get("rule") for v in safety.get("violations", [])
+                                                                    if isinstance(v, dict)}),
+                   "send_at": safety.get("send_at")},
+        "metadata": {k: meta.get(k) for k in ("churn_risk", "accept_prob", "expected_value", "model_versions")},
+    }
 
-    def __init__(self, url: str, rules: GuardRules, campaign: str = "default", budget: float = 1000.0):
+
+def response_from_audit(audit: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a repeat whose full response was deleted: the decision as recorded, without text."""
+    return {
+        "customer_id": audit["customer_id"], "request_id": audit["request_id"], "decision": audit["decision"],
+        "message": None, "message_source": audit["message_source"],
+        "safety": {"passed": audit["safety"]["passed"], "violations": [], "send_at": audit["safety"]["send_at"]},
+        "metadata": {**audit["metadata"], "dry_run": False,
+                     "warnings": ["the full response was deleted after the retention period; "
+                                  "this is the decision as recorded, without the message"]},
+    }
+
+
+class ContactLedger:
+    """Contacts, recorded responses and the budget of one campaign (guarantees: module docstring)."""
+
+    def __init__(self, url: str, rules: GuardRules, campaign: str = "default", budget: float = 1000.0,
+                 response_retention_days: float = 7.0):
         self.url, self.rules, self.campaign = url, rules, campaign
+        self.retention = timedelta(days=response_retention_days)
         self.engine = self._engine(url)
         metadata.create_all(self.engine)
         try:
@@ -149,79 +223,142 @@ class ContactLedger:
         total, spent = conn.execute(q).one()
         return float(total), float(spent)
 
-    def _customer(self, conn: Connection, customer_id: str, now: datetime) -> tuple[int, float]:
-        row = conn.execute(
-            select(func.count(contacts.c.id), func.max(contacts.c.contacted_at))
-            .where(contacts.c.campaign == self.campaign, contacts.c.customer_id == customer_id)
-        ).one()
-        count, last = int(row[0]), row[1]
-        days = (now - _utc(last)).total_seconds() / 86400.0 if last is not None else float(NEVER_CONTACTED)
-        return count, days
+    def _contacts_of(self, conn: Connection, customer_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+        rows = conn.execute(
+            select(decisions.c.customer_id, func.count(decisions.c.id), func.max(decisions.c.decided_at))
+            .where(decisions.c.campaign == self.campaign, decisions.c.contact.is_(True),
+                   decisions.c.customer_id.in_(set(customer_ids)))
+            .group_by(decisions.c.customer_id)
+        ).all()
+        return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+    @staticmethod
+    def _days_since(last: datetime | None, now: datetime) -> float:
+        return (now - _utc(last)).total_seconds() / 86400.0 if last is not None else float(NEVER_CONTACTED)
 
     def states(self, customer_ids: list[str], now: datetime) -> tuple[dict[str, DecisionState], float, float]:
         """Decision state of each customer, plus the campaign's (budget_total, budget_remaining)."""
         now = _utc(now)
-        out: dict[str, DecisionState] = {}
         with self.engine.connect() as conn:
             total, spent = self._budget(conn)
-            rows = conn.execute(
-                select(contacts.c.customer_id, func.count(contacts.c.id), func.max(contacts.c.contacted_at))
-                .where(contacts.c.campaign == self.campaign, contacts.c.customer_id.in_(set(customer_ids)))
-                .group_by(contacts.c.customer_id)
-            ).all()
-        seen = {r[0]: (int(r[1]), r[2]) for r in rows}
+            seen = self._contacts_of(conn, customer_ids)
         remaining = max(0.0, total - spent)
+        out: dict[str, DecisionState] = {}
         for cid in customer_ids:
             count, last = seen.get(cid, (0, None))
-            days = (now - _utc(last)).total_seconds() / 86400.0 if last is not None else float(NEVER_CONTACTED)
+            days = self._days_since(last, now)
             out[cid] = DecisionState(days, count, days < self.rules.cooldown_days, remaining)
         return out, total, remaining
 
-    def replay(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Recorded responses of earlier requests with these ids."""
-        ids = [r for r in request_ids if r]
-        if not ids:
+    def _recorded(self, conn: Connection, request_ids: Sequence[str]) -> dict[str, Recorded]:
+        if not request_ids:
             return {}
+        rows = conn.execute(select(decisions.c.request_id, decisions.c.customer_id, decisions.c.response,
+                                   decisions.c.audit).where(decisions.c.request_id.in_(set(request_ids)))).all()
+        return {r[0]: Recorded(r[1], json.loads(r[2]) if r[2] else response_from_audit(json.loads(r[3])))
+                for r in rows}
+
+    def replay(self, request_ids: Sequence[str | None]) -> dict[str, Recorded]:
+        """Responses recorded earlier under these ids (with the customer each id belongs to)."""
+        ids = [r for r in request_ids if r]
         with self.engine.connect() as conn:
-            rows = conn.execute(select(contacts.c.request_id, contacts.c.response)
-                                .where(contacts.c.request_id.in_(ids))).all()
-        return {r[0]: json.loads(r[1]) for r in rows if r[1]}
+            return self._recorded(conn, ids)
 
     # ------------------------------------------------------------------ the one write
-    def reserve(self, customer_id: str, offer_level: int, cost: float, now: datetime,
-                request_id: str | None = None, response: dict[str, Any] | None = None) -> Reservation:
-        """Check fatigue, cooldown and budget for one contact and record it, atomically."""
+    def commit(self, bookings: Sequence[Booking], now: datetime) -> list[dict[str, Any]]:
+        """Record a batch of decisions in one transaction; return the responses as committed.
+
+        For each booking in order: a ``request_id`` already recorded for the same customer returns
+        that response (marked ``replayed``) and books nothing; for another customer the whole batch
+        is rolled back with :class:`RequestConflict`. A contact is re-checked against fatigue,
+        cooldown and budget inside the transaction; if refused, the response becomes "no contact"
+        (message removed, reason in ``warnings``). Then the row is written: the contact's booking and
+        its response together. Records with neither a contact nor a ``request_id`` write nothing.
+        """
         now = _utc(now)
+        out: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
             total, spent = self._budget(conn, lock=True)
-            if request_id:
-                prior = conn.execute(select(contacts.c.response).where(contacts.c.request_id == request_id)).first()
+            recorded = self._recorded(conn, [b.request_id for b in bookings if b.request_id])
+            seen = self._contacts_of(conn, [b.customer_id for b in bookings])
+            conflicts: dict[str, str] = {}
+            booked_cost = 0.0
+            for i, b in enumerate(bookings):
+                prior = recorded.get(b.request_id) if b.request_id else None
                 if prior is not None:
-                    return Reservation("duplicate", "request_id already recorded",
-                                       json.loads(prior[0]) if prior[0] else None)
-            count, days = self._customer(conn, customer_id, now)
-            if count >= self.rules.fatigue_cap:
-                return Reservation("refused", f"fatigue cap reached ({count} contacts)")
-            if days < self.rules.cooldown_days:
-                return Reservation("refused", f"inside cooldown ({days:.1f} days since last contact)")
-            if spent + cost > total + 1e-9:
-                return Reservation("refused", f"budget exhausted ({total - spent:.2f} left, {cost:.2f} needed)")
-            conn.execute(insert(contacts).values(request_id=request_id or None, campaign=self.campaign,
-                                                 customer_id=customer_id, contacted_at=now, offer_level=offer_level,
-                                                 reserved_cost=cost,
-                                                 response=json.dumps(response) if response is not None else None))
-            conn.execute(update(campaigns).where(campaigns.c.name == self.campaign)
-                         .values(budget_spent=campaigns.c.budget_spent + cost))
-        return Reservation("reserved")
+                    if prior.customer_id != b.customer_id:
+                        conflicts[f"records[{i}].request_id"] = "already used for another customer; use a new id"
+                        continue
+                    out.append(as_replayed(prior.response))
+                    continue
+                response = b.response
+                contact = bool(response["decision"]["contact"])
+                if contact:
+                    count, last = seen.get(b.customer_id, (0, None))
+                    reason = self._refusal(count, self._days_since(last, now), total - spent - booked_cost, b.cost)
+                    if reason:
+                        response, contact = _not_contacted(response, reason, b.retention_prob_if_refused), False
+                    else:
+                        seen[b.customer_id] = (count + 1, now)
+                        booked_cost += b.cost
+                if not contact and not b.request_id:
+                    out.append(response)
+                    continue
+                conn.execute(insert(decisions).values(
+                    request_id=b.request_id, campaign=self.campaign, customer_id=b.customer_id, decided_at=now,
+                    contact=contact, offer_level=int(response["decision"]["offer_level"]),
+                    reserved_cost=b.cost if contact else 0.0, response=json.dumps(response, default=str),
+                    audit=json.dumps(audit_record(response), default=str)))
+                if b.request_id:
+                    recorded[b.request_id] = Recorded(b.customer_id, response)  # a repeat later in this batch
+                out.append(response)
+            if conflicts:
+                raise RequestConflict(conflicts)  # leaving the block rolls the whole batch back
+            if booked_cost:
+                conn.execute(update(campaigns).where(campaigns.c.name == self.campaign)
+                             .values(budget_spent=campaigns.c.budget_spent + booked_cost))
+        return out
 
-    def record_response(self, request_id: str, response: dict[str, Any]) -> None:
-        """Store the full response of a recorded contact, so a repeated request gets it back verbatim."""
+    def _refusal(self, count: int, days: float, left: float, cost: float) -> str:
+        if count >= self.rules.fatigue_cap:
+            return f"fatigue cap reached ({count} contacts)"
+        if days < self.rules.cooldown_days:
+            return f"inside cooldown ({days:.1f} days since last contact)"
+        if cost > left + 1e-9:
+            return f"budget exhausted ({max(0.0, left):.2f} left, {cost:.2f} needed)"
+        return ""
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete full responses older than the retention period; return how many rows changed.
+
+        Contacts keep their audit record (the campaign's rules need them); rows that booked nothing
+        are deleted.
+        """
+        cutoff = _utc(now or datetime.now(UTC)) - self.retention
         with self.engine.begin() as conn:
-            conn.execute(update(contacts).where(contacts.c.request_id == request_id)
-                         .values(response=json.dumps(response, default=str)))
+            gone = conn.execute(delete(decisions).where(decisions.c.contact.is_(False),
+                                                        decisions.c.decided_at < cutoff)).rowcount
+            cleared = conn.execute(update(decisions).where(decisions.c.decided_at < cutoff,
+                                                           decisions.c.response.is_not(None))
+                                   .values(response=None)).rowcount
+        return int(gone or 0) + int(cleared or 0)
 
     def summary(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
             total, spent = self._budget(conn)
-            n = conn.execute(select(func.count(contacts.c.id)).where(contacts.c.campaign == self.campaign)).scalar()
+            n = conn.execute(select(func.count(decisions.c.id)).where(decisions.c.campaign == self.campaign,
+                                                                      decisions.c.contact.is_(True))).scalar()
         return {"campaign": self.campaign, "budget_total": total, "budget_spent": spent, "contacts": int(n)}
+
+
+def as_replayed(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "metadata": {**response["metadata"], "replayed": True}}
+
+
+def _not_contacted(response: dict[str, Any], reason: str, retention_prob: float) -> dict[str, Any]:
+    meta = response["metadata"]
+    return {**response, "decision": {**response["decision"], "contact": False, "offer_level": 0,
+                                     "offer_percentage": 0, "estimated_retention_prob": retention_prob},
+            "message": None, "message_source": None, "safety": {"passed": None, "violations": [], "send_at": None},
+            "metadata": {**meta, "expected_value": 0.0,
+                         "warnings": [*meta["warnings"], f"contact not recorded: {reason}"]}}

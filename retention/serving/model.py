@@ -22,10 +22,11 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_CONFLICT
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from retention.config import EnvConfig, ServingConfig
+from retention.serving.ledger import RequestConflict
 from retention.serving.schema import INPUT_COLUMNS, RequestError, flatten
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
@@ -33,6 +34,30 @@ COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "polic
 
 
 OUTPUTS = ("nested", "flat")
+
+
+class RequestRejected(MlflowException):
+    """A client error whose body carries field errors and nothing from the request.
+
+    MLflow's scoring server rewrites the message of any ``MlflowException`` raised by ``predict``
+    to ``"Failed to predict data '<the whole request>'. Error: ..."``, which would send customer
+    data back in every 400. This exception keeps the message it was created with (the setter
+    ignores later assignments), and puts the errors at the top level of the JSON body as well:
+    ``{"error_code": "INVALID_PARAMETER_VALUE", "message": "{\"errors\": {...}}", "errors": {...}}``.
+    ``tests/integration/test_serving_rest.py`` pins this against the real server.
+    """
+
+    def __init__(self, errors: dict[str, str], error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(json.dumps({"errors": errors}), error_code=error_code, errors=errors)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
 
 
 def signature() -> ModelSignature:
@@ -84,10 +109,11 @@ class RetentionModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         output = (params or {}).get("output", "nested")
         if output not in OUTPUTS:
-            raise MlflowException(json.dumps({"errors": {"params.output": f"must be one of {OUTPUTS}"}}),
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise RequestRejected({"params.output": f"must be one of {OUTPUTS}"})
         try:
             responses = self.service.decide(model_input)
         except RequestError as exc:
-            raise MlflowException(json.dumps({"errors": exc.errors}), error_code=INVALID_PARAMETER_VALUE) from None
+            raise RequestRejected(exc.errors) from None
+        except RequestConflict as exc:  # HTTP 409: the id is taken; nothing was booked
+            raise RequestRejected(exc.errors, RESOURCE_CONFLICT) from None
         return flatten(responses) if output == "flat" else responses

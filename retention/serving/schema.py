@@ -3,23 +3,28 @@
 Request: one record per customer, as ``dataframe_records``/``inputs``, or the original design's
 ``{"customer_facts": {...}}`` shape (any mix). Fields:
 
-* ``customer_id`` (required, a non-empty string of at most 200 characters);
+* ``customer_id`` (required: a string or integer of at most 200 characters). It is normalised
+  (trimmed, upper case: ``"gina-7 "`` is ``"GINA-7"``) by :func:`normalise_customer_id`;
 * ``name`` (optional; unusable or over-long names are not used, and the message greets "there");
 * the Telco fields (all optional: missing ones are scored as missing values and listed in
   ``metadata.warnings``). Categories outside the known sets are treated as missing, with a warning;
 * ``local_time`` (ISO 8601) and ``timezone`` (IANA) for quiet hours; ``request_id`` for
-  idempotency; ``dry_run`` (true: decide and write the message, record nothing);
+  idempotency (a string of letters, digits and ``._:/+=@-``, never truncated; it belongs to one
+  customer); ``dry_run`` (true: decide and write the message, record nothing);
   ``with_message`` (default true; false: decision only, no message is written).
 
 Anything else wrong (a non-numeric or out-of-range number, a bad time or zone, a missing
 ``customer_id``, an empty batch, over ``MAX_BATCH`` records) rejects the batch with field-level
 errors such as ``records[3].tenure: must be between 0 and 1200``. The server answers HTTP 400.
+No error or warning repeats a value from the request: errors name the field and the fix only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,11 +32,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pandas as pd
 
 from retention.data.validate import load_suite_spec
+from retention.messaging.shield import usable_name
+from retention.serving.ledger import MAX_ID_CHARS
 from retention.tabular.features import RISK_CATEGORICAL, RISK_FEATURES
 
 MAX_BATCH = 20_000
-MAX_ID_CHARS = 200
 MAX_NAME_CHARS = 200
+REQUEST_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{{0,{MAX_ID_CHARS - 1}}}")
 MAX_ZONE_CHARS = 64  # the longest IANA zone name is 32 characters
 NUMERIC_RANGES = {"SeniorCitizen": (0, 1), "tenure": (0, 1200), "MonthlyCharges": (0, 10_000),
                   "TotalCharges": (0, 10_000_000)}
@@ -80,8 +87,19 @@ def _known_zone(zone: str) -> bool:
         return False
 
 
-def _short(v: Any) -> str:
-    return repr(str(v)[:40])
+def normalise_customer_id(value: Any) -> str | None:
+    """The one form of a customer id: NFKC, trimmed, upper case; None if it is not an id.
+
+    ``"GINA-7"``, ``" gina-7 "`` and ``"Gina-7"`` are one customer. A JSON integer is accepted as its
+    decimal digits; ``true``, floats, empty strings, inner spaces, control characters and ids over
+    ``MAX_ID_CHARS`` are not ids.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = unicodedata.normalize("NFKC", str(value)).strip().upper()
+    if not 0 < len(text) <= MAX_ID_CHARS or not text.isprintable() or re.search(r"\s", text):
+        return None
+    return text
 
 
 class _Parse:
@@ -106,11 +124,11 @@ class _Parse:
     def field_customer_id(self) -> list[str | None]:
         out: list[str | None] = []
         for i, v in enumerate(self.raw("customer_id")):
-            if _missing(v) or not isinstance(v, str | int) or len(str(v)) > MAX_ID_CHARS:
-                self.error(i, "customer_id", f"required: a non-empty string of at most {MAX_ID_CHARS} characters")
-                out.append(None)
-            else:
-                out.append(str(v))
+            cid = normalise_customer_id(v)
+            if cid is None:
+                self.error(i, "customer_id", f"required: a string (or integer) of 1-{MAX_ID_CHARS} visible "
+                           "characters, no spaces inside")
+            out.append(cid)
         return out
 
     def field_name(self) -> list[str]:
@@ -122,6 +140,9 @@ class _Parse:
             elif not _missing(v) and not isinstance(v, str):
                 self.notes[i].append("name is not text and was not used")
                 v = ""
+            elif isinstance(v, str) and v.strip() and not usable_name(v):
+                self.notes[i].append("name is not a plausible personal name (letters, at most two parts) "
+                                     "and was not used; the message greets without a name")
             out.append(v if isinstance(v, str) else "")
         return out
 
@@ -137,10 +158,10 @@ class _Parse:
                         raise ValueError
                     x = float(v)
                 except (TypeError, ValueError):
-                    self.error(i, col, f"must be a number, got {_short(v)}")
+                    self.error(i, col, "must be a number")
                 else:
                     if not math.isfinite(x) or not lo <= x <= hi:
-                        self.error(i, col, f"must be between {lo} and {hi}, got {v!r}")
+                        self.error(i, col, f"must be between {lo} and {hi}")
                         x = float("nan")
             out.append(x)
         return out
@@ -156,7 +177,7 @@ class _Parse:
                 out.append(text)
             else:
                 out.append(None)
-                self.notes[i].append(f"{col}={_short(v)} is not a known category and was treated as missing")
+                self.notes[i].append(f"{col} is not a known category and was treated as missing")
         return out
 
     def note_missing_features(self) -> None:
@@ -175,7 +196,7 @@ class _Parse:
                 try:
                     when = datetime.fromisoformat(str(v))
                 except ValueError:
-                    self.error(i, "local_time", f"must be an ISO 8601 time, got {_short(v)}")
+                    self.error(i, "local_time", "must be an ISO 8601 time, e.g. 2026-11-25T10:00:00")
             out.append(when)
         return out
 
@@ -190,12 +211,22 @@ class _Parse:
             if zone not in known:
                 known[zone] = _known_zone(zone)
             if not known[zone]:
-                self.error(i, "timezone", f"unknown IANA time zone {_short(v)}")
+                self.error(i, "timezone", "must be an IANA time zone, e.g. Europe/Berlin")
             out.append(zone if known[zone] else None)
         return out
 
     def field_request_id(self) -> list[str | None]:
-        return [None if _missing(v) else str(v)[:MAX_ID_CHARS] for v in self.raw("request_id")]
+        out: list[str | None] = []
+        for i, v in enumerate(self.raw("request_id")):
+            if _missing(v):
+                out.append(None)
+            elif isinstance(v, str) and REQUEST_ID.fullmatch(rid := unicodedata.normalize("NFKC", v).strip()):
+                out.append(rid)
+            else:
+                self.error(i, "request_id", f"must be a string of 1-{MAX_ID_CHARS} letters, digits or . _ : / + = @ - "
+                           "(numbers are not accepted: 1 and \"1\" would be the same id)")
+                out.append(None)
+        return out
 
     def field_flag(self, col: str, default: bool) -> list[bool]:
         out = []

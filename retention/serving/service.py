@@ -3,18 +3,22 @@
 For a batch of customer records:
 
 1. validate and normalise the request (:mod:`retention.serving.schema`; bad input -> field errors);
-2. answer repeated ``request_id`` values from the ledger (idempotency);
+2. answer repeated ``request_id`` values from the ledger (idempotency); an id recorded for another
+   customer rejects the batch (:class:`~retention.serving.ledger.RequestConflict`);
 3. score churn risk and acceptance of each offer with the champion tabular models;
 4. read each customer's state (days since contact, fatigue, cooldown, budget) from the ledger;
 5. ask the policy, then apply the **guard** (hard constraints) to its answer;
-6. for each contact (unless ``dry_run``), reserve it in the ledger atomically. A refusal (budget
-   gone, a concurrent contact) turns the decision into "no contact", with a warning;
-7. write messages in batches under a time budget and pass each through the **shield**. On a
-   timeout or a block, the approved template is sent. No unsafe message leaves.
+6. write messages in batches under a time budget and pass each through the **shield**. On a
+   timeout, a generator fault or a block, the approved template is sent. No unsafe message leaves;
+7. unless ``dry_run``, commit the batch to the ledger in **one transaction**: each contact is
+   re-checked and booked together with its response. A refusal (budget gone, a concurrent contact)
+   turns that decision into "no contact", with a warning. Nothing is booked before this step, so a
+   request that fails books nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,10 +36,11 @@ from retention.policy import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
 from retention.policy.env import observation
 from retention.policy.guard import GuardRules, action_mask, guard
-from retention.serving.ledger import ContactLedger
+from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
 from retention.serving.schema import allowed_categories, parse_request
 from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
 
+log = logging.getLogger(__name__)
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "mon", "mon")  # weekend -> next contact day in Bank data
 
@@ -56,6 +61,7 @@ class DecisionService:
         self.categories = categories if categories is not None else allowed_categories()
         self.shield, self.env, self.serving, self.ledger, self.versions = shield, env, serving, ledger, versions
         self.rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
+        self._last_prune: datetime | None = None
 
     # ------------------------------------------------------------------ scoring
     def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray) -> np.ndarray:
@@ -64,15 +70,23 @@ class DecisionService:
                                 [WEEKDAYS[t.weekday()] for t in times])
 
     def decide(self, request: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
+        """Decide for every record; raises ``RequestError`` (bad fields) or ``RequestConflict`` (an id
+        used for another customer) before anything is booked."""
         now = now or datetime.now(UTC)
         rows, notes = parse_request(request, self.categories)
-        replayed = self.ledger.replay([r for r in rows["request_id"] if r])
+        self._maybe_prune(now)
+        ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
+        recorded = self.ledger.replay(request_ids)
+        conflicts = {f"records[{i}].request_id": "already used for another customer; use a new id"
+                     for i, rid in enumerate(request_ids) if rid in recorded and recorded[rid].customer_id != ids[i]}
+        if conflicts:
+            raise RequestConflict(conflicts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnseenCategoryWarning)  # unknown categories are reported per record
             risk = self.risk.predict_proba(rows[list(RISK_FEATURES)])[:, 1]
-        states, budget_total, budget_left = self.ledger.states(rows["customer_id"].tolist(), now)
-        fatigue = np.array([states[c].fatigue_count for c in rows["customer_id"]], dtype=float)
-        dsc = np.array([states[c].days_since_contact for c in rows["customer_id"]], dtype=float)
+        states, budget_total, budget_left = self.ledger.states(ids, now)
+        fatigue = np.array([states[c].fatigue_count for c in ids], dtype=float)
+        dsc = np.array([states[c].days_since_contact for c in ids], dtype=float)
         accept = self._accept_probs(rows, fatigue)
         monthly = rows["MonthlyCharges"].fillna(0.0).to_numpy(dtype=float)
         costs = offer_costs(monthly, self.env.offer_months)
@@ -83,7 +97,6 @@ class DecisionService:
         proposed = np.asarray(self.policy.act(obs, contact_ok, offer_ok), dtype=np.int64)
         actions, overridden = guard(proposed, budget, fatigue, dsc, costs, self.rules)
 
-        ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
         dry_runs, with_message = rows["dry_run"].tolist(), rows["with_message"].tolist()
         risk_out, accept_out = np.round(risk, 4).tolist(), np.round(accept, 4).tolist()
         # if contacted: P(retained) and the expected value of the chosen offer, for every row at once
@@ -96,19 +109,13 @@ class DecisionService:
         out: list[dict[str, Any]] = []
         writes: list[tuple[int, dict[str, Any]]] = []  # (row, response) of contacts that get a message
         for i, (cid, rid, dry) in enumerate(zip(ids, request_ids, dry_runs, strict=True)):
-            if rid and rid in replayed:
-                out.append({**replayed[rid], "metadata": {**replayed[rid]["metadata"], "replayed": True}})
+            if rid and rid in recorded:
+                out.append(as_replayed(recorded[rid].response))
                 continue
             contact, k, delay = (int(x) for x in actions[i])
             warn = list(notes[i])
             if overridden[i]:
                 warn.append("the guard changed the policy's proposal to respect fatigue, cooldown or budget")
-            cost = self.env.contact_cost + costs[i, k] if contact else 0.0
-            if contact and not dry:
-                res = self.ledger.reserve(cid, k, cost, now, rid)
-                if res.status != "reserved":
-                    warn.append(f"contact not recorded: {res.reason}")
-                    contact = 0
             response = {
                 "customer_id": cid, "request_id": rid,
                 "decision": {"contact": bool(contact), "offer_level": k if contact else 0,
@@ -125,11 +132,22 @@ class DecisionService:
             if contact and with_message[i]:
                 writes.append((i, response))
         self._write_messages(rows, writes)
-        for rid, dry, response in zip(request_ids, dry_runs, out, strict=True):
-            if rid and not dry and response["decision"]["contact"] and not response["metadata"]["replayed"]:
-                self.ledger.record_response(rid, response)
+        # One transaction books every contact together with its response, or nothing at all.
+        pending = [i for i, (r, dry) in enumerate(zip(out, dry_runs, strict=True))
+                   if not dry and not r["metadata"]["replayed"] and (r["decision"]["contact"] or r["request_id"])]
+        bookings = [Booking(ids[i], request_ids[i], out[i],
+                            self.env.contact_cost + costs[i, actions[i, 1]] if out[i]["decision"]["contact"] else 0.0,
+                            retained_otherwise[i]) for i in pending]
+        for i, committed in zip(pending, self.ledger.commit(bookings, now), strict=True):
+            out[i] = committed
         return pd.DataFrame(out, columns=["customer_id", "request_id", "decision", "message", "message_source",
                                           "safety", "metadata"])
+
+    def _maybe_prune(self, now: datetime) -> None:
+        """Delete expired full responses from the ledger, at most once an hour per process."""
+        if self._last_prune is None or (now - self._last_prune).total_seconds() > 3600:
+            self.ledger.prune(now)
+            self._last_prune = now
 
     # ------------------------------------------------------------------ messages
     def _write_messages(self, rows: pd.DataFrame, writes: list[tuple[int, dict[str, Any]]]) -> None:
@@ -144,8 +162,12 @@ class DecisionService:
             for lo in range(0, len(writes), g.batch_size):
                 if time.perf_counter() - start > self.serving.generation_time_budget_s:
                     break
-                texts[lo:lo + g.batch_size] = generate_batch(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
-                                                             g.max_new_tokens, g.batch_size)
+                try:
+                    texts[lo:lo + g.batch_size] = generate_batch(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
+                                                                 g.max_new_tokens, g.batch_size)
+                except Exception:  # the template covers it: a generator fault never fails a decision
+                    log.exception("message generation failed; the approved template is sent instead")
+                    break
         for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"])
             r["message"], r["message_source"] = result.text, result.source

@@ -14,7 +14,7 @@ from retention.config import load_config
 from retention.messaging.shield import default_shield
 from retention.policy.baselines import GreedyExpectedValue, TopOfferEveryone
 from retention.policy.guard import GuardRules
-from retention.serving.ledger import ContactLedger, use_wal
+from retention.serving.ledger import Booking, ContactLedger, RequestConflict, use_wal
 from retention.serving.schema import MAX_BATCH, RequestError, parse_request
 from retention.serving.service import DecisionService
 
@@ -34,30 +34,91 @@ def ledger(tmp_path):
 
 
 # ----------------------------------------------------------------------------- ledger
+def _response(cid: str, level: int = 1, rid: str | None = None, contact: bool = True) -> dict:
+    return {"customer_id": cid, "request_id": rid,
+            "decision": {"contact": contact, "offer_level": level, "offer_percentage": 5 * level, "delay_days": 0,
+                         "estimated_retention_prob": 0.9},
+            "message": "Hi Maria, a secret message." if contact else None, "message_source": "template",
+            "safety": {"passed": False, "violations": [{"rule": "no_candidate", "detail": "x"}], "send_at": None},
+            "metadata": {"churn_risk": 0.5, "accept_prob": [0.1] * 4, "expected_value": 1.0,
+                         "model_versions": {"churn-risk": "1"}, "warnings": [], "dry_run": False, "replayed": False}}
+
+
+def book(ledger, cid, level, cost, now, rid=None, contact=True):
+    """Commit one decision; return the response as committed."""
+    return ledger.commit([Booking(cid, rid, _response(cid, level, rid, contact), cost, 0.4)], now)[0]
+
+
 def test_ledger_enforces_cooldown_fatigue_and_budget(ledger):
-    assert ledger.reserve("a", 1, 10.0, NOW).status == "reserved"
-    refused = ledger.reserve("a", 1, 10.0, NOW + timedelta(days=3))
-    assert refused.status == "refused" and "cooldown" in refused.reason
-    assert ledger.reserve("a", 1, 10.0, NOW + timedelta(days=8)).status == "reserved"
-    tired = ledger.reserve("a", 1, 10.0, NOW + timedelta(days=20))
-    assert tired.status == "refused" and "fatigue" in tired.reason
-    assert ledger.reserve("b", 3, 79.0, NOW).status == "reserved"
-    broke = ledger.reserve("c", 3, 5.0, NOW)
-    assert broke.status == "refused" and "budget" in broke.reason
+    assert book(ledger, "a", 1, 10.0, NOW)["decision"]["contact"]
+    refused = book(ledger, "a", 1, 10.0, NOW + timedelta(days=3))
+    assert not refused["decision"]["contact"] and refused["message"] is None
+    assert "cooldown" in refused["metadata"]["warnings"][-1]
+    assert refused["decision"]["estimated_retention_prob"] == 0.4  # the no-contact estimate
+    assert book(ledger, "a", 1, 10.0, NOW + timedelta(days=8))["decision"]["contact"]
+    assert "fatigue" in book(ledger, "a", 1, 10.0, NOW + timedelta(days=20))["metadata"]["warnings"][-1]
+    assert book(ledger, "b", 3, 79.0, NOW)["decision"]["contact"]
+    assert "budget" in book(ledger, "c", 3, 5.0, NOW)["metadata"]["warnings"][-1]
     state = ledger.states(["a", "c"], NOW + timedelta(days=9))[0]
     assert state["a"].fatigue_count == 2 and state["a"].days_since_contact == pytest.approx(1.0)
     assert state["c"].fatigue_count == 0 and not state["c"].cooldown_active
     assert ledger.summary()["budget_spent"] == pytest.approx(99.0)
 
 
-def test_ledger_is_idempotent_by_request_id(ledger):
-    assert ledger.reserve("a", 2, 10.0, NOW, request_id="r1", response={"x": 1}).status == "reserved"
-    again = ledger.reserve("a", 2, 10.0, NOW, request_id="r1")
-    assert again.status == "duplicate" and again.response == {"x": 1}
+def test_a_batch_checks_each_record_against_the_ones_before_it(ledger):
+    out = ledger.commit([Booking("a", None, _response("a"), 60.0), Booking("a", None, _response("a"), 1.0),
+                         Booking("b", None, _response("b"), 60.0)], NOW)
+    assert [r["decision"]["contact"] for r in out] == [True, False, False]  # cooldown, then budget
+    assert ledger.summary()["budget_spent"] == pytest.approx(60.0)
+
+
+def test_ledger_is_idempotent_by_request_id_and_an_id_belongs_to_one_customer(ledger):
+    first = book(ledger, "a", 2, 10.0, NOW, rid="r1")
+    again = book(ledger, "a", 2, 10.0, NOW + timedelta(days=30), rid="r1")
+    assert again["metadata"]["replayed"] and again["decision"] == first["decision"]
+    assert again["message"] == first["message"]
+    with pytest.raises(RequestConflict) as err:
+        ledger.commit([Booking("z", "fresh", _response("z", rid="fresh"), 1.0),
+                       Booking("b", "r1", _response("b", rid="r1"), 1.0)], NOW)
+    assert list(err.value.errors) == ["records[1].request_id"]
+    assert ledger.replay(["fresh"]) == {}  # the whole batch was rolled back
     assert ledger.summary() == {"campaign": "default", "budget_total": 100.0, "budget_spent": 10.0, "contacts": 1}
 
 
-def test_concurrent_reservations_never_overspend_or_double_contact(tmp_path):
+def test_no_contact_answers_are_recorded_too_so_a_repeat_gets_the_same_answer(ledger):
+    first = book(ledger, "a", 0, 0.0, NOW, rid="n1", contact=False)
+    assert ledger.summary()["contacts"] == 0
+    repeat = ledger.replay(["n1"])["n1"]
+    assert repeat.customer_id == "a" and repeat.response["decision"] == first["decision"]
+
+
+def test_a_failure_inside_the_commit_books_nothing(ledger):
+    broken = _response("b")
+    del broken["decision"]["offer_level"]  # fails after the first record's booking was written
+    with pytest.raises(KeyError):
+        ledger.commit([Booking("a", "ok-1", _response("a", rid="ok-1"), 5.0), Booking("b", None, broken, 5.0)], NOW)
+    assert ledger.summary()["contacts"] == 0 and ledger.summary()["budget_spent"] == 0.0
+    assert ledger.replay(["ok-1"]) == {}
+
+
+def test_full_responses_are_pruned_after_the_retention_period(ledger):
+    book(ledger, "a", 1, 10.0, NOW, rid="old")
+    book(ledger, "b", 0, 0.0, NOW, rid="old-no", contact=False)
+    book(ledger, "c", 1, 10.0, NOW + timedelta(days=6), rid="new")
+    assert ledger.prune(NOW + timedelta(days=8)) == 2
+    old, new = ledger.replay(["old", "new"])["old"], ledger.replay(["new"])["new"]
+    assert old.response["message"] is None and old.response["decision"]["contact"]
+    assert "retention period" in old.response["metadata"]["warnings"][0]
+    assert new.response["message"] == "Hi Maria, a secret message."
+    assert ledger.replay(["old-no"]) == {}
+    with ledger.engine.connect() as conn:
+        stored = " ".join(str(v) for row in conn.exec_driver_sql("SELECT * FROM decisions WHERE request_id='old'")
+                          for v in row)
+    assert "secret" not in stored and "Maria" not in stored  # the audit record keeps no name or text
+    assert ledger.states(["a"], NOW + timedelta(days=8))[0]["a"].fatigue_count == 1  # the rules still see it
+
+
+def test_concurrent_commits_never_overspend_or_double_contact(tmp_path):
     url = f"sqlite:///{tmp_path / 'race.db'}"
     ContactLedger(url, RULES, budget=50.0)
     results = []
@@ -65,7 +126,8 @@ def test_concurrent_reservations_never_overspend_or_double_contact(tmp_path):
     def worker(i):
         own = ContactLedger(url, RULES, budget=50.0)  # a separate engine, as another worker process would have
         for j in range(10):
-            results.append((f"c{j % 5}", own.reserve(f"c{j % 5}", 1, 3.0, NOW, request_id=f"w{i}-{j}").status))
+            cid = f"c{j % 5}"
+            results.append((cid, book(own, cid, 1, 3.0, NOW, rid=f"w{i}-{j}")["decision"]["contact"]))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(24)]
     for t in threads:
@@ -74,9 +136,27 @@ def test_concurrent_reservations_never_overspend_or_double_contact(tmp_path):
         t.join()
     summary = ContactLedger(url, RULES, budget=50.0).summary()
     assert summary["budget_spent"] <= 50.0 + 1e-9
-    reserved = [c for c, status in results if status == "reserved"]
-    assert sorted(reserved) == ["c0", "c1", "c2", "c3", "c4"]  # each customer once: the cooldown held
+    assert sorted(c for c, contacted in results if contacted) == ["c0", "c1", "c2", "c3", "c4"]
     assert summary["contacts"] == 5
+
+
+def test_the_same_request_sent_twice_at_once_gets_one_answer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'dup.db'}"
+    ContactLedger(url, RULES, budget=50.0)
+    answers: dict[str, list] = {f"r{k}": [] for k in range(10)}
+
+    def worker():
+        own = ContactLedger(url, RULES, budget=50.0)
+        for k in range(10):
+            answers[f"r{k}"].append(book(own, f"c{k}", 1, 3.0, NOW, rid=f"r{k}")["decision"])
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(a) == 2 and a[0] == a[1] and a[0]["contact"] for a in answers.values())
+    assert ContactLedger(url, RULES, budget=50.0).summary()["contacts"] == 10
 
 
 class _LockedFirst:
@@ -147,9 +227,10 @@ def test_partial_records_unknown_categories_and_hostile_names_are_handled():
         {"customer_facts": {**CUSTOMER, "customer_id": "nested"}},
     ]))
     assert np.isnan(rows.loc[0, "MonthlyCharges"]) and "missing features" in notes[0][0]
-    assert rows.loc[1, "Contract"] is None and any("Forever" in n for n in notes[1])
+    assert rows.loc[1, "Contract"] is None and any("Contract is not a known category" in n for n in notes[1])
+    assert not any("Forever" in n for n in notes[1])  # no request value comes back
     assert rows.loc[2, "name"] == "" and "not used" in notes[2][0]
-    assert rows.loc[3, "customer_id"] == "nested" and rows.loc[3, "tenure"] == 1
+    assert rows.loc[3, "customer_id"] == "NESTED" and rows.loc[3, "tenure"] == 1
 
 
 def test_hostile_values_in_any_column_give_field_errors_not_crashes():
@@ -168,16 +249,45 @@ def test_hostile_values_in_any_column_give_field_errors_not_crashes():
 def test_mixed_columns_are_normalised_row_by_row():
     rows, notes = parse_request(pd.DataFrame([
         {**CUSTOMER, "customer_id": "a", "tenure": "12", "gender": ["x"], "name": 5,
-         "local_time": "2026-01-01T10:00:00+01:00", "timezone": "Europe/Paris", "request_id": "r" * 500},
+         "local_time": "2026-01-01T10:00:00+01:00", "timezone": "Europe/Paris", "request_id": "r" * 200},
         {**CUSTOMER, "customer_id": 7, "tenure": 3, "dry_run": "yes"},
     ]))
-    assert rows["tenure"].tolist() == [12.0, 3.0] and rows["customer_id"].tolist() == ["a", "7"]
+    assert rows["tenure"].tolist() == [12.0, 3.0] and rows["customer_id"].tolist() == ["A", "7"]
     assert rows.loc[0, "gender"] is None and any("gender" in n for n in notes[0])
     assert rows.loc[0, "name"] == "" and "not text" in notes[0][0]
     assert rows.loc[0, "local_time"] == datetime(2026, 1, 1, 10, tzinfo=timezone(timedelta(hours=1)))
     assert rows.loc[1, "local_time"] is None and rows.loc[1, "timezone"] is None
     assert len(rows.loc[0, "request_id"]) == 200 and rows["dry_run"].tolist() == [False, True]
     assert notes[1] == []
+
+
+@pytest.mark.parametrize("value", [True, 4.0, "", "  ", "GINA 7", "x" * 201, "a\x00b", ["a"]])
+def test_what_is_not_a_customer_id(value):
+    assert list(_errors([{**CUSTOMER, "customer_id": value}])) == ["records[0].customer_id"]
+
+
+def test_customer_ids_are_normalised_to_one_form():
+    rows, _ = parse_request(pd.DataFrame([{**CUSTOMER, "customer_id": v} for v in ("GINA-7", "GINA-7 ", "gina-7", 42)]))
+    assert rows["customer_id"].tolist() == ["GINA-7", "GINA-7", "GINA-7", "42"]
+
+
+@pytest.mark.parametrize("value", [1, 1.0, True, "r" * 201, "has space", "x\u200by", "", "-lead"])
+def test_request_ids_are_validated_never_truncated(value):
+    if value == "":  # empty means absent
+        assert parse_request(pd.DataFrame([{**CUSTOMER, "request_id": value}]))[0]["request_id"][0] is None
+    else:
+        assert list(_errors([{**CUSTOMER, "request_id": value}])) == ["records[0].request_id"]
+
+
+def test_errors_never_repeat_request_values():
+    secret = {**CUSTOMER, "customer_id": "CUST-SECRET-42", "name": "Alice Smith", "tenure": -5,
+              "MonthlyCharges": "lots", "timezone": "Secret/Zone", "local_time": "Alice's birthday"}
+    errors = _errors([secret])
+    text = " ".join(f"{k} {v}" for k, v in errors.items())
+    for leaked in ("SECRET", "Alice", "-5", "lots", "Secret/Zone", "birthday"):
+        assert leaked not in text
+    assert set(errors) == {"records[0].tenure", "records[0].MonthlyCharges", "records[0].timezone",
+                           "records[0].local_time"}
 
 
 def test_ten_thousand_rows_validate():
@@ -229,6 +339,61 @@ def test_decision_only_requests_get_no_message(ledger):
 def test_dry_run_records_nothing(ledger):
     out = _service(ledger).decide(pd.DataFrame([{**CUSTOMER, "dry_run": True}]), now=NOW)
     assert out.iloc[0]["decision"]["contact"] and ledger.summary()["contacts"] == 0
+
+
+def test_spellings_of_one_customer_are_contacted_once(ledger):
+    out = _service(ledger).decide(pd.DataFrame([{**CUSTOMER, "customer_id": v} for v in ("GINA-7", "GINA-7 ",
+                                                                                          "gina-7")]), now=NOW)
+    assert [d["contact"] for d in out["decision"]] == [True, False, False]
+    assert ledger.summary()["contacts"] == 1
+
+
+def test_hostile_names_and_extreme_times_never_fail_a_batch(ledger):
+    out = _service(ledger).decide(pd.DataFrame([
+        {**CUSTOMER, "customer_id": "a", "name": "Sam. Account suspended. Call"},
+        {**CUSTOMER, "customer_id": "b", "name": "Winner"},
+        {**CUSTOMER, "customer_id": "c", "name": "sam@evil.com", "local_time": "9999-12-31T23:30:00",
+         "timezone": "Pacific/Kiritimati"},
+        {**CUSTOMER, "customer_id": "d", "name": "Sam", "local_time": "0001-01-01T00:10:00"},
+    ]), now=NOW)
+    assert all(out["message"].str.startswith("Hi there,").tolist()[:3]) and out["message"][3].startswith("Hi Sam,")
+    names = ["Sam. Account suspended. Call", "Winner", "sam@evil.com", "Sam"]
+    for msg, d, name in zip(out["message"], out["decision"], names, strict=True):
+        assert default_shield().check(msg, name, d["offer_percentage"]) == []
+        assert "suspended" not in msg and "evil" not in msg
+    assert ledger.summary()["contacts"] == 4
+
+
+def test_a_reused_request_id_for_another_customer_is_a_conflict_and_books_nothing(ledger):
+    service = _service(ledger)
+    service.decide(pd.DataFrame([{**CUSTOMER, "customer_id": "a", "request_id": "shared"}]), now=NOW)
+    with pytest.raises(RequestConflict) as err:
+        service.decide(pd.DataFrame([{**CUSTOMER, "customer_id": "new", "request_id": "fresh"},
+                                     {**CUSTOMER, "customer_id": "b", "request_id": "shared"}]), now=NOW)
+    assert list(err.value.errors) == ["records[1].request_id"]
+    assert ledger.summary()["contacts"] == 1 and ledger.replay(["fresh"]) == {}
+
+
+class _BrokenGenerator:
+    """A generator whose model fails: the service must still answer, with the template."""
+
+    model = tokenizer = None
+    max_new_tokens, batch_size = 8, 4
+
+
+def test_a_generator_fault_falls_back_to_the_template(ledger, monkeypatch):
+    import retention.serving.service as service_module
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(service_module, "generate_batch", boom)
+    cfg = load_config("smoke")
+    service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), _BrokenGenerator(),
+                              default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"})
+    row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
+    assert row["decision"]["contact"] and row["message_source"] == "template"
+    assert ledger.summary()["contacts"] == 1
 
 
 def test_guard_overrides_a_rule_breaking_policy(tmp_path):
