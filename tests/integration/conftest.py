@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +77,38 @@ def bundle(tmp_path_factory, mirror) -> Bundle:
         steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
         assert MlflowClient().get_model_version_by_alias("retention", "champion")
     return Bundle(home, cfg, env)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle: Bundle, ledger_url: str, port: int | None = None) -> tuple[int, subprocess.Popen]:
+    """`mlflow models serve` of the bundle's champion on loopback, in its own process group; waits for /ping."""
+    port = port or free_port()
+    log = bundle.home / f"server-{port}.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", MODEL_URI,
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **bundle.env, "RETENTION_LEDGER_URL": ledger_url,
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},  # serve runs uvicorn
+        cwd=bundle.home, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+    for _ in range(180):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)  # noqa: S310 - loopback only
+            return port, proc
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("server died:\n" + log.read_text()[-3000:])
+            time.sleep(1)
+    stop_server(proc)
+    pytest.fail("server did not answer /ping:\n" + log.read_text()[-3000:])
+
+
+def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server's whole process group (``SIGKILL`` for a crash)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from retention.policy.guard import GuardRules
 from retention.serving.ledger import ContactLedger
-from tests.integration.conftest import BUDGET, MODEL_URI
+from tests.integration.conftest import BUDGET, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"name": "Maria", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes", "Dependents": "No",
@@ -27,12 +20,6 @@ CUSTOMER = {"name": "Maria", "gender": "Female", "SeniorCitizen": 0, "Partner": 
             "OnlineSecurity": "No", "OnlineBackup": "Yes", "DeviceProtection": "No", "TechSupport": "No",
             "StreamingTV": "No", "StreamingMovies": "No", "Contract": "Month-to-month", "PaperlessBilling": "Yes",
             "PaymentMethod": "Electronic check", "MonthlyCharges": 95.0, "TotalCharges": 95.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(port: int, body: bytes | dict, timeout: float = 120) -> tuple[int, dict]:
@@ -48,31 +35,14 @@ def _post(port: int, body: bytes | dict, timeout: float = 120) -> tuple[int, dic
 
 @pytest.fixture(scope="module")
 def server(bundle):
-    home, cfg = bundle.home, bundle.cfg
-    port = _free_port()
-    ledger_url = f"sqlite:///{home / 'ledger.db'}"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", MODEL_URI,
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **bundle.env, "RETENTION_LEDGER_URL": ledger_url,
-             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},  # serve runs uvicorn
-        cwd=home, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "w"), start_new_session=True)
+    ledger_url = f"sqlite:///{bundle.home / 'ledger.db'}"
+    port, proc = start_server(bundle, ledger_url)
     try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)  # noqa: S310
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("server died:\n" + (home / "server.log").read_text()[-3000:])
-                time.sleep(1)
-        else:
-            pytest.fail("server did not answer /ping:\n" + (home / "server.log").read_text()[-3000:])
+        cfg = bundle.cfg
         rules = GuardRules(cfg.env.fatigue_cap, cfg.env.cooldown_days, cfg.env.contact_cost)
         yield port, ContactLedger(ledger_url, rules, budget=BUDGET), proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def test_decisions_over_http(server):
@@ -83,7 +53,7 @@ def test_decisions_over_http(server):
                                                       {"customer_id": "partial", "tenure": 3, "dry_run": True}]})
     assert status == 200, body
     rows = body["predictions"]
-    assert [r["customer_id"] for r in rows] == ["http-1", "http-2", "partial"]
+    assert [r["customer_id"] for r in rows] == ["HTTP-1", "HTTP-2", "PARTIAL"]  # ids in their one normal form
     for r in rows:
         assert set(r["decision"]) == {"contact", "offer_level", "offer_percentage", "delay_days",
                                       "estimated_retention_prob"}
@@ -95,15 +65,20 @@ def test_decisions_over_http(server):
     assert ledger.summary()["contacts"] == 0  # dry runs record nothing
 
 
-def test_bad_input_gets_field_errors_and_the_server_survives(server):
-    port, _, _ = server
-    status, body = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "b1", "tenure": -5},
-                                                      {**CUSTOMER, "customer_id": "b2", "MonthlyCharges": "lots"}]})
+def test_bad_input_gets_field_errors_without_customer_data_and_the_server_survives(server):
+    port, ledger, _ = server
+    before = ledger.summary()
+    status, body = _post(port, {"dataframe_records": [
+        {**CUSTOMER, "customer_id": "CUST-SECRET-42", "name": "Alice Smith", "tenure": -5},
+        {**CUSTOMER, "customer_id": "b2", "MonthlyCharges": "lots"}]})
     assert status == 400
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
-    # the scoring server prefixes the model's message; the field errors are the JSON after "Error: "
-    errors = json.loads(body["message"].rsplit("Error: ", 1)[1])["errors"]
-    assert set(errors) == {"records[0].tenure", "records[1].MonthlyCharges"}
+    assert set(body["errors"]) == {"records[0].tenure", "records[1].MonthlyCharges"}
+    assert json.loads(body["message"]) == {"errors": body["errors"]}
+    raw = json.dumps(body)
+    for leaked in ("CUST-SECRET-42", "Alice", "Smith", "-5", "lots", "Failed to predict data"):
+        assert leaked not in raw
+    assert ledger.summary() == before  # a rejected batch books nothing
     assert _post(port, {"dataframe_records": []})[0] == 400
     assert _post(port, b'{"dataframe_records": [{"customer_id": "\xff\xfe"}]}')[0] == 400
     status, body = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "inj", "dry_run": True,
@@ -138,3 +113,42 @@ def test_concurrent_requests_never_overspend_or_recontact_inside_cooldown(server
     assert contacted, "the greedy policy should contact some of these high-value customers"
     states, _, remaining = ledger.states(customers, datetime.now(UTC))
     assert all(states[c].fatigue_count <= 1 for c in customers) and remaining >= 0
+
+
+def test_a_request_id_belongs_to_one_customer(server):
+    port, ledger, _ = server
+    status, _ = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "owner", "request_id": "own-1"}]})
+    assert status == 200
+    before = ledger.summary()
+    status, body = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "thief", "request_id": "own-1"}]})
+    assert status == 409 and set(body["errors"]) == {"records[0].request_id"}
+    assert "owner" not in json.dumps(body).lower() and ledger.summary() == before
+    status, body = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "x", "request_id": 1}]})
+    assert status == 400 and set(body["errors"]) == {"records[0].request_id"}
+
+
+def _raw_post(port: int, body: bytes, headers: dict[str, str]) -> int:
+    """A POST with exactly these headers (urllib would add a Content-Type)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", "/invocations", body=body, headers={"Content-Length": str(len(body)), **headers})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_mlflow_scoring_server_behaviour_we_cannot_change_is_pinned(server):
+    """These answers come from `mlflow models serve` itself, before the model is called (mlflow 3.17.2).
+
+    A pinned value that changes means MLflow changed: update README "Serving", "What MLflow's server
+    does with bad requests". Each case leaves the server up.
+    """
+    port, _, _ = server
+    deep = b'{"dataframe_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert _raw_post(port, deep, {"Content-Type": "application/json"}) == 500  # RecursionError in json.loads
+    assert _raw_post(port, b'{"dataframe_records": []}', {}) == 500  # no Content-Type: the server fails on None
+    csv = b"customer_id,tenure\nc1,5\n"
+    assert _raw_post(port, csv, {"Content-Type": "text/csv"}) == 400  # CSV cannot be parsed to an `any` schema
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as resp:  # noqa: S310
+        assert resp.status == 200
