@@ -329,6 +329,11 @@ class ServingConfig:
     ledger_url:
         SQLAlchemy URL of the contact ledger (``RETENTION_LEDGER_URL`` overrides it at load time);
         sqlite by default, Postgres (``postgresql+psycopg2://...``) for several nodes.
+    response_retention_days:
+        Days the ledger keeps each full response (first name, message text) so a client can retry
+        a ``request_id`` and get it back verbatim. After that only the audit record stays (decision,
+        offer, cost, shield verdict, model versions, a hash of the message), and no-contact answers
+        are deleted.
     campaign:
         Campaign name in the ledger.
     campaign_budget:
@@ -352,6 +357,7 @@ class ServingConfig:
     """
 
     ledger_url: str = "sqlite:///ledger.db"
+    response_retention_days: float = 7.0
     campaign: str = "default"
     campaign_budget: float = 10_000.0
     generation_time_budget_s: float = 20.0

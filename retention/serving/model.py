@@ -96,7 +96,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
                           serving.max_new_tokens or gen.spec["max_new_tokens"], serving.generation_batch_size)
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
-                           serving.campaign_budget)
+                           serving.campaign_budget, serving.response_retention_days)
     categories = {k: set(v) for k, v in cfg["categories"].items()}
     return DecisionService(risk, accept, policy, generator, Shield.from_yaml(artifacts["rules"]), env, serving,
                            ledger, cfg["versions"], categories)
