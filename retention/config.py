@@ -334,6 +334,11 @@ class ServingConfig:
         a ``request_id`` and get it back verbatim. After that only the audit record stays (decision,
         offer, cost, shield verdict, model versions, a hash of the message), and no-contact answers
         are deleted.
+    inference_log:
+        Write every decision to the inference log (``retention/serving/inference_log.py``) in the
+        ledger's database, in the same transaction as the bookings; the monitoring reads it.
+    log_retention_days:
+        Days inference-log rows are kept; older ones are pruned.
     campaign:
         Campaign name in the ledger.
     campaign_budget:
@@ -358,6 +363,8 @@ class ServingConfig:
 
     ledger_url: str = "sqlite:///ledger.db"
     response_retention_days: float = 7.0
+    inference_log: bool = True
+    log_retention_days: float = 90.0
     campaign: str = "default"
     campaign_budget: float = 10_000.0
     generation_time_budget_s: float = 20.0

@@ -417,6 +417,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                                                  dst_path=str(Path(tmp) / key))
         config = Path(tmp) / "serving.json"
         config.write_text(json.dumps({"env": asdict(cfg.env), "serving": asdict(cfg.serving), "versions": versions,
+                                      "bundle_run_id": run.info.run_id,
                                       "categories": {k: sorted(v) for k, v in allowed_categories().items()}},
                                      indent=2))
         rules = Path(tmp) / "rules.yaml"

@@ -37,7 +37,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,6 +185,8 @@ class ContactLedger:
         self.url, self.rules, self.campaign = url, rules, campaign
         self.retention = timedelta(days=response_retention_days)
         self.engine = self._engine(url)
+        import retention.serving.inference_log  # noqa: F401, PLC0415 - its tables live in this database too
+
         metadata.create_all(self.engine)
         try:
             with self.engine.begin() as conn:
@@ -265,8 +267,12 @@ class ContactLedger:
             return self._recorded(conn, ids)
 
     # ------------------------------------------------------------------ the one write
-    def commit(self, bookings: Sequence[Booking], now: datetime) -> list[dict[str, Any]]:
+    def commit(self, bookings: Sequence[Booking], now: datetime,
+               also: Callable[[Connection, list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
         """Record a batch of decisions in one transaction; return the responses as committed.
+
+        ``also(conn, committed)`` runs last inside the same transaction (the inference log is
+        written there), so what it writes stands or falls with the bookings.
 
         For each booking in order: a ``request_id`` already recorded for the same customer returns
         that response (marked ``replayed``) and books nothing; for another customer the whole batch
@@ -317,6 +323,8 @@ class ContactLedger:
             if booked_cost:
                 conn.execute(update(campaigns).where(campaigns.c.name == self.campaign)
                              .values(budget_spent=campaigns.c.budget_spent + booked_cost))
+            if also is not None:
+                also(conn, out)
         return out
 
     def _refusal(self, count: int, days: float, left: float, cost: float) -> str:

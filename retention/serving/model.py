@@ -99,7 +99,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
                            serving.campaign_budget, serving.response_retention_days)
     categories = {k: set(v) for k, v in cfg["categories"].items()}
     return DecisionService(risk, accept, policy, generator, Shield.from_yaml(artifacts["rules"]), env, serving,
-                           ledger, cfg["versions"], categories)
+                           ledger, cfg["versions"], categories, cfg.get("bundle_run_id"))
 
 
 class RetentionModel(mlflow.pyfunc.PythonModel):

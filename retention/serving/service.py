@@ -22,7 +22,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from retention.policy import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
 from retention.policy.env import observation
 from retention.policy.guard import GuardRules, action_mask, guard
+from retention.serving import inference_log
 from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
 from retention.serving.schema import allowed_categories, parse_request
 from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
@@ -56,12 +57,14 @@ class Generator:
 class DecisionService:
     def __init__(self, risk_model, accept_model, policy, generator: Generator | None, shield: Shield,
                  env: EnvConfig, serving: ServingConfig, ledger: ContactLedger, versions: dict[str, str],
-                 categories: dict[str, set[str]] | None = None):
+                 categories: dict[str, set[str]] | None = None, bundle_run_id: str | None = None):
         self.risk, self.accept, self.policy, self.generator = risk_model, accept_model, policy, generator
         self.categories = categories if categories is not None else allowed_categories()
         self.shield, self.env, self.serving, self.ledger, self.versions = shield, env, serving, ledger, versions
         self.rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
         self._last_prune: datetime | None = None
+        self._key: bytes | None = None
+        self.bundle_run_id = bundle_run_id
 
     # ------------------------------------------------------------------ scoring
     def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray) -> np.ndarray:
@@ -132,21 +135,37 @@ class DecisionService:
             if contact and with_message[i]:
                 writes.append((i, response))
         self._write_messages(rows, writes)
-        # One transaction books every contact together with its response, or nothing at all.
+        # One transaction books every contact together with its response, and logs every decision.
         pending = [i for i, (r, dry) in enumerate(zip(out, dry_runs, strict=True))
                    if not dry and not r["metadata"]["replayed"] and (r["decision"]["contact"] or r["request_id"])]
         bookings = [Booking(ids[i], request_ids[i], out[i],
                             self.env.contact_cost + costs[i, actions[i, 1]] if out[i]["decision"]["contact"] else 0.0,
                             retained_otherwise[i]) for i in pending]
-        for i, committed in zip(pending, self.ledger.commit(bookings, now), strict=True):
-            out[i] = committed
+
+        key = self._log_key() if self.serving.inference_log else b""  # read before the transaction takes the lock
+
+        def merge_and_log(conn, committed: list[dict[str, Any]]) -> None:
+            for i, response in zip(pending, committed, strict=True):
+                out[i] = response
+            if self.serving.inference_log:
+                inference_log.write(conn, inference_log.log_rows(rows, out, key, self.bundle_run_id, now))
+
+        if bookings or self.serving.inference_log:
+            self.ledger.commit(bookings, now, also=merge_and_log)
         return pd.DataFrame(out, columns=["customer_id", "request_id", "decision", "message", "message_source",
                                           "safety", "metadata"])
 
+    def _log_key(self) -> bytes:
+        if self._key is None:
+            self._key = inference_log.log_key(self.ledger.engine)
+        return self._key
+
     def _maybe_prune(self, now: datetime) -> None:
-        """Delete expired full responses from the ledger, at most once an hour per process."""
+        """Delete expired full responses and old log rows, at most once an hour per process."""
         if self._last_prune is None or (now - self._last_prune).total_seconds() > 3600:
             self.ledger.prune(now)
+            with self.ledger.engine.begin() as conn:
+                inference_log.prune(conn, now - timedelta(days=self.serving.log_retention_days))
             self._last_prune = now
 
     # ------------------------------------------------------------------ messages

@@ -1,0 +1,144 @@
+"""The inference log: one row per decision the composite model makes, for monitoring.
+
+It lives in the ledger's database (sqlite by default, Postgres at scale) and is written by
+:meth:`~retention.serving.ledger.ContactLedger.commit` **in the same transaction** as the bookings,
+so a crash loses neither or both. Rows are inserted in one batched statement per request.
+
+What a row holds: when, the request id, the bundle (its MLflow run id) and component versions, the
+model's input features (the Telco columns, as validated), churn risk, the acceptance probability of
+each offer, the decision, ``message_source`` and the shield's violations counted by rule. What it
+never holds: names, message text, or the raw customer id. The customer is a **keyed hash**
+(HMAC-SHA256 of the normalised id) under ``RETENTION_LOG_KEY``; without that variable a random key
+is made once and kept in the database (``log_secrets``), which pseudonymises against anyone who
+reads the log alone. Set ``RETENTION_LOG_KEY`` (kept outside the database) in production.
+
+Dry runs are logged and flagged (``dry_run``); answers replayed for a repeated ``request_id`` are
+flagged ``replayed``. ``serving.log_retention_days`` prunes old rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, String, Table, Text, delete, insert, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from retention.serving.ledger import metadata
+from retention.tabular.features import RISK_CATEGORICAL, RISK_NUMERIC
+
+KEY_ENV = "RETENTION_LOG_KEY"
+OFFERS = 4
+
+inference_log = Table(
+    "inference_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("logged_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(200), nullable=True),
+    Column("customer_key", String(64), nullable=False, index=True),
+    Column("bundle_run_id", String(64), nullable=True),
+    Column("model_versions", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("replayed", Boolean, nullable=False),
+    *[Column(c, Float, nullable=True) for c in RISK_NUMERIC],
+    *[Column(c, String(40), nullable=True) for c in RISK_CATEGORICAL],
+    Column("churn_risk", Float, nullable=False),
+    *[Column(f"accept_{k}", Float, nullable=False) for k in range(OFFERS)],
+    Column("contact", Boolean, nullable=False),
+    Column("offer_level", Integer, nullable=False),
+    Column("delay_days", Integer, nullable=False),
+    Column("message_source", String(20), nullable=True),
+    Column("shield_passed", Boolean, nullable=True),
+    Column("shield_violations", Text, nullable=False),  # JSON {rule: count}
+)
+log_secrets = Table(
+    "log_secrets", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", String(128), nullable=False),
+)
+FEATURE_COLUMNS = (*RISK_NUMERIC, *RISK_CATEGORICAL)
+PREDICTION_COLUMNS = ("churn_risk", *[f"accept_{k}" for k in range(OFFERS)])
+DECISION_COLUMNS = ("contact", "offer_level", "delay_days", "message_source", "shield_passed")
+
+
+def log_key(engine: Engine) -> bytes:
+    """The hashing key: ``RETENTION_LOG_KEY``, else one random key kept in the database."""
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode()
+    with engine.connect() as conn:
+        found = conn.execute(select(log_secrets.c.value).where(log_secrets.c.name == "customer_key")).first()
+    if found is None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(log_secrets).values(name="customer_key", value=secrets.token_hex(32)))
+        except IntegrityError:  # another process made it first
+            pass
+        with engine.connect() as conn:
+            found = conn.execute(select(log_secrets.c.value).where(log_secrets.c.name == "customer_key")).first()
+    return found[0].encode()
+
+
+def customer_key(customer_id: str, key: bytes) -> str:
+    """HMAC-SHA256 of the (already normalised) customer id: the same customer, the same key; not reversible."""
+    return hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def log_rows(rows: pd.DataFrame, responses: Sequence[dict[str, Any]], key: bytes, bundle_run_id: str | None,
+             now: datetime) -> list[dict[str, Any]]:
+    """One log row per response, from the validated request ``rows`` (see module docstring)."""
+    features = {c: rows[c].tolist() for c in FEATURE_COLUMNS}
+    out = []
+    for i, r in enumerate(responses):
+        d, meta, safety = r["decision"], r["metadata"], r.get("safety") or {}
+        rules = Counter(v.get("rule") for v in safety.get("violations") or [] if isinstance(v, dict))
+        accept = list(meta["accept_prob"]) + [0.0] * (OFFERS - len(meta["accept_prob"]))
+        out.append({
+            "logged_at": now, "request_id": r.get("request_id"), "customer_key": customer_key(r["customer_id"], key),
+            "bundle_run_id": bundle_run_id, "model_versions": json.dumps(meta.get("model_versions") or {}),
+            "dry_run": bool(meta.get("dry_run")), "replayed": bool(meta.get("replayed")),
+            **{c: _plain(features[c][i]) for c in FEATURE_COLUMNS},
+            "churn_risk": float(meta["churn_risk"]), **{f"accept_{k}": float(accept[k]) for k in range(OFFERS)},
+            "contact": bool(d["contact"]), "offer_level": int(d["offer_level"]), "delay_days": int(d["delay_days"]),
+            "message_source": r.get("message_source"), "shield_passed": safety.get("passed"),
+            "shield_violations": json.dumps(dict(rules)),
+        })
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+def write(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert log rows in one batched statement, inside the caller's transaction."""
+    if rows:
+        conn.execute(insert(inference_log), rows)
+
+
+def prune(conn: Connection, before: datetime) -> int:
+    return int(conn.execute(delete(inference_log).where(inference_log.c.logged_at < before)).rowcount or 0)
+
+
+def read_window(engine: Engine, start: datetime | None = None, end: datetime | None = None,
+                include_dry_runs: bool = True) -> pd.DataFrame:
+    """The log rows with ``start <= logged_at < end`` as a DataFrame (no names, texts or raw ids)."""
+    q = select(inference_log)
+    if start is not None:
+        q = q.where(inference_log.c.logged_at >= start)
+    if end is not None:
+        q = q.where(inference_log.c.logged_at < end)
+    if not include_dry_runs:
+        q = q.where(inference_log.c.dry_run.is_(False))
+    with engine.connect() as conn:
+        return pd.read_sql(q, conn)
