@@ -8,6 +8,7 @@ import random
 import pandas as pd
 import pytest
 
+from retention.errors import ConfigError
 from retention.messaging import base_model
 from retention.messaging.base_model import add_lora, load_base_model
 from retention.messaging.evaluate import distinct_n, evaluate_messages, factual, generate_batch
@@ -51,9 +52,9 @@ def test_prepared_generator_merges_lora_and_writes_the_same_text():
     served = base_model.prepare_for_inference(peft_model, "float32")
     assert not hasattr(served, "peft_config") and next(served.parameters()).dtype == torch.float32
     assert generate_batch(served, tok, facts, max_new_tokens=8, batch_size=3) == before
-    assert base_model.inference_dtype("bfloat16") == torch.bfloat16
-    with pytest.raises(ValueError, match="generation_dtype"):
-        base_model.inference_dtype("fp8")
+    assert next(base_model.prepare_for_inference(model, "bfloat16").parameters()).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="serving.generation_dtype"):
+        base_model.prepare_for_inference(model, "fp8")
 
 
 def test_shared_prefix_generation_writes_what_separate_prompts_would():
