@@ -290,8 +290,27 @@ class MessagingConfig:
         Retention-SMS training examples generated from Telco train customers × offers.
     oasst_fraction:
         Share of extra OpenAssistant best-ranked replies mixed in (general instruction following).
-    max_steps, per_device_train_batch_size, gradient_accumulation_steps, learning_rate, max_length:
+    max_steps, per_device_train_batch_size, gradient_accumulation_steps, learning_rate:
         SFTTrainer settings.
+    max_length:
+        Tokens per training sequence (prompt + reply); longer ones are cut at the end (TRL's
+        ``keep_start``), and one whose prompt alone fills it is dropped. With SmolLM2's tokenizer the
+        retention examples have 137-176 tokens (prompt 112-122, reply 25-59), so 192 cuts none of
+        them: a cut reply loses its opt-out and end-of-turn token. OpenAssistant examples are far
+        longer (median 418); about 40 % of them are dropped at 192, which keeps CPU steps short.
+    train_dtype:
+        Compute dtype of training: ``auto`` (bfloat16 mixed precision on CUDA, or on a CPU whose
+        bfloat16 matmul measures at least 1.3x faster than float32, i.e. one with AMX /
+        AVX512-BF16 units; float32 otherwise, see :mod:`retention.hardware`), ``bfloat16`` or
+        ``float32``. Passed to TRL as ``bf16`` (TRL's own default is ``bf16=True``, which makes
+        CPUs without bf16 units about 4x slower); ``fp16`` is never used.
+    gradient_checkpointing:
+        Recompute activations in the backward pass instead of keeping them: less memory, about a
+        third more compute. TRL turns it on by default; the 135M model with LoRA needs well under
+        1 GB of activations at these sizes, so it is off.
+    torch_threads:
+        Torch intra-op threads for training; ``0`` = every core this process may run on
+        (``len(os.sched_getaffinity(0))``).
     eval_prompts:
         Held-out prompts (Telco test customers × offers) for the evaluation harness.
     max_new_tokens, generation_batch_size:
@@ -313,7 +332,10 @@ class MessagingConfig:
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     learning_rate: float = 5e-4
-    max_length: int = 160
+    max_length: int = 192
+    train_dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    torch_threads: int = 0
     eval_prompts: int = 60
     max_new_tokens: int = 72
     generation_batch_size: int = 16
@@ -342,9 +364,11 @@ class ServingConfig:
         tokens is about 200 characters, the shield's SMS limit, so a longer text would be blocked
         anyway; the cap stops a rambling sequence from holding up its whole batch.
     generation_dtype:
-        ``auto`` (bfloat16 where the CPU has native bf16 matrix units (AMX / AVX512-BF16) or on
-        CUDA, else float32), ``bfloat16`` or ``float32``. The LoRA adapter is merged into the base
-        weights at load time either way.
+        ``auto`` (bfloat16 on CUDA, or on a CPU whose bfloat16 matmul measures at least 1.3x faster
+        than float32, i.e. one with AMX / AVX512-BF16 units; float32 otherwise, see
+        :mod:`retention.hardware`), ``bfloat16`` or ``float32``. Decided where the model is
+        loaded, so one bundle serves in the right dtype on every machine. The LoRA adapter is
+        merged into the base weights at load time either way.
     days_left:
         Days left in the campaign, as the policy observes it.
     demo_customers:
@@ -425,7 +449,9 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
             "messaging.sft_examples": 48,
             "messaging.max_steps": 4,
             "messaging.per_device_train_batch_size": 4,
-            "messaging.max_length": 128,
+            # the tiny tokenizer (a 400-token vocabulary) spells a retention example in 262-321 tokens, its prompt in
+            # 206-224: at 128 every one was dropped and smoke trained on a few OpenAssistant replies only
+            "messaging.max_length": 384,
             "messaging.eval_prompts": 8,
             "messaging.max_new_tokens": 16,
             "messaging.generation_batch_size": 8,
