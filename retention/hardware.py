@@ -185,13 +185,18 @@ def cpu_info() -> dict[str, object]:
     }
 
 
-def describe(requested: str = "auto", setting: str = "serving.generation_dtype") -> dict[str, str]:
+def describe(requested: str = "auto", setting: str = "serving.generation_dtype",
+             threads: int | None = None) -> dict[str, str]:
     """Flat ``hardware.*`` facts for an MLflow run that trains or serves a language model.
+
+    Both the ``sft`` and the ``bundle`` step log them as run tags.
 
     Parameters
     ----------
     requested, setting:
         The dtype setting's value and name, resolved with :func:`resolve_dtype`.
+    threads:
+        Torch threads the run uses; default: torch's current intra-op thread count.
 
     Returns
     -------
@@ -207,7 +212,7 @@ def describe(requested: str = "auto", setting: str = "serving.generation_dtype")
         "hardware.cpu_model": str(info["model"]),
         "hardware.flags": ",".join(info["flags"]) or "none",
         "hardware.cpu_capability": str(info["capability"]),
-        "hardware.threads": str(info["threads"]),
+        "hardware.threads": str(info["threads"] if threads is None else threads),
         "hardware.cores": str(info["cores"]),
         "hardware.cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "hardware.dtype_setting": requested,
