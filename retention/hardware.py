@@ -88,7 +88,7 @@ def time_matmul(dtype: torch.dtype, shape: tuple[int, int, int] = PROBE_SHAPE, r
 def matmul_seconds() -> dict[str, float]:
     """Seconds of the probe matmul in ``float32`` and ``bfloat16`` on this CPU, measured once per process.
 
-    About 0.1 s on a CPU without bf16 units (2 threads), much less with them.
+    About 0.3 s in all on a CPU without bf16 units (2 threads, warm-ups included), less with them.
     """
     return {"float32": time_matmul(torch.float32), "bfloat16": time_matmul(torch.bfloat16)}
 
