@@ -295,6 +295,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging import plots as msg_plots
     from retention.messaging.base_model import load_base_model
@@ -321,6 +322,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
         model, tok = load_base_model(m.base_model, m.model_cache_dir, m.load_in_8bit)
         mlflow.set_tag("base_model", m.base_model)
+        mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype",
+                                          threads=hardware.resolve_threads(m.torch_threads)))
 
         def gen_with(mdl):
             return lambda facts: generate_batch(mdl, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
@@ -392,6 +395,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
     import pandas as pd
 
+    from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging.sft_data import name_for
     from retention.messaging.shield import RULES_PATH
@@ -449,6 +453,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
         service = build_service({k: v for k, v in artifacts.items()})
+        mlflow.set_tags(hardware.describe(cfg.serving.generation_dtype, "serving.generation_dtype"))
         with tempfile.TemporaryDirectory() as ledger_dir:
             service.ledger = type(service.ledger)(f"sqlite:///{ledger_dir}/demo.db", service.rules,
                                                   cfg.serving.campaign, cfg.serving.campaign_budget)

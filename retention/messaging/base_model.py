@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from retention.hardware import resolve_dtype
+
 log = logging.getLogger(__name__)
 
 SMOLLM = "smollm2-135m-instruct"
@@ -133,18 +135,13 @@ def load_base_model(name: str, cache_dir: str | Path = "data/models", load_in_8b
     return model, tok
 
 
-def inference_dtype(name: str = "auto") -> torch.dtype:
-    """The generation dtype: ``auto`` picks bfloat16 only where it is fast (CUDA, or CPU bf16 units)."""
-    if name not in ("auto", "bfloat16", "float32"):
-        raise ValueError(f"generation_dtype must be auto, bfloat16 or float32, got {name!r}")
-    if name == "auto":
-        fast_bf16 = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return torch.bfloat16 if fast_bf16 else torch.float32
-    return getattr(torch, name)
-
-
 def prepare_for_inference(model, dtype: str = "auto"):
     """A generator ready for serving: LoRA merged into the base, cast to ``dtype``, in eval mode.
+
+    ``dtype`` is ``serving.generation_dtype``: ``auto`` runs in bfloat16 only where that is faster
+    (CUDA, or a CPU whose bfloat16 matmul measures clearly faster than float32, i.e. one with
+    AMX / AVX512-BF16 units), ``bfloat16`` or ``float32`` force one
+    (:func:`retention.hardware.resolve_dtype`).
 
     It also makes the ``lm_head`` input contiguous. In the prefill step, transformers slices the
     last position (``logits_to_keep=1``), and a strided 3-D input makes ``matmul`` broadcast the
@@ -152,7 +149,9 @@ def prepare_for_inference(model, dtype: str = "auto"):
     """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model = model.to(inference_dtype(dtype)).eval()
+    chosen = resolve_dtype(dtype, "serving.generation_dtype")
+    log.info("generator dtype: %s (serving.generation_dtype=%s)", str(chosen).removeprefix("torch."), dtype)
+    model = model.to(chosen).eval()
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))

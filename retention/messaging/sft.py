@@ -17,6 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from retention.config import MessagingConfig
+from retention.hardware import resolve_dtype, resolve_threads
 from retention.messaging.base_model import add_lora
 
 
@@ -39,6 +40,20 @@ class SFTResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     trainable_params: int = 0
+    settings: dict[str, object] = field(default_factory=dict)  # training_settings(cfg)
+
+
+def training_settings(cfg: MessagingConfig) -> dict[str, object]:
+    """Hardware settings of a training run: TRL's ``bf16`` / ``fp16`` / ``gradient_checkpointing``, and threads.
+
+    TRL's ``SFTConfig`` defaults to ``bf16=True`` and ``gradient_checkpointing=True``; both are set
+    here from ``cfg.train_dtype`` (:func:`retention.hardware.resolve_dtype`) and
+    ``cfg.gradient_checkpointing``. ``torch_threads`` is ``cfg.torch_threads`` resolved
+    (``0`` = every core the process may use).
+    """
+    dtype = resolve_dtype(cfg.train_dtype, "messaging.train_dtype")
+    return {"bf16": dtype == torch.bfloat16, "fp16": False, "gradient_checkpointing": cfg.gradient_checkpointing,
+            "torch_threads": resolve_threads(cfg.torch_threads, "messaging.torch_threads")}
 
 
 def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | None = None,
@@ -46,6 +61,8 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
     """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``."""
     from trl import SFTConfig, SFTTrainer
 
+    settings = training_settings(cfg)
+    torch.set_num_threads(settings["torch_threads"])
     torch.manual_seed(cfg.seed)
     peft_model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -62,6 +79,9 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
             warmup_steps=max(1, cfg.max_steps // 20),
             logging_steps=max(1, cfg.max_steps // 30),
             max_length=cfg.max_length,
+            bf16=settings["bf16"],
+            fp16=settings["fp16"],
+            gradient_checkpointing=settings["gradient_checkpointing"],
             completion_only_loss=True,
             save_strategy="no",
             report_to="none",
@@ -77,4 +97,4 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
         seconds = time.perf_counter() - start
     tokenizer.padding_side = "left"
     peft_model.eval()
-    return SFTResult(peft_model, tokenizer, history, seconds, trainable)
+    return SFTResult(peft_model, tokenizer, history, seconds, trainable, settings)

@@ -25,6 +25,9 @@ def test_smoke_sft_trains_registers_and_never_emits_an_unsafe_message(tracking, 
     for key in ("base_shield_pass_rate", "sft_shield_pass_rate", "base_factual_accuracy", "sft_factual_accuracy",
                 "sft_distinct_2", "train_seconds"):
         assert key in run.data.metrics
+    tags = run.data.tags  # the machine and the dtype choice travel with the run
+    assert tags["hardware.dtype"] in ("float32", "bfloat16") and tags["hardware.dtype_setting"] == "auto"
+    assert tags["hardware.cpu_model"] and {"hardware.flags", "hardware.threads"} <= set(tags)
     history = MlflowClient().get_metric_history(run_id, "sft_loss")
     assert len(history) >= 2
     arts = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}

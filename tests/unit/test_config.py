@@ -39,3 +39,32 @@ def test_env_sets_data_dir(monkeypatch):
     monkeypatch.setenv("RETENTION_DATA_DIR", "/somewhere")
     assert load_config("cpu").data.data_dir == "/somewhere"
     assert load_config("cpu", {"data.data_dir": "/explicit"}).data.data_dir == "/explicit"
+
+
+def _documented(doc: str) -> set[str]:
+    """Names listed under a dataclass docstring's ``Attributes`` (``name:`` or ``a, b, c:`` lines)."""
+    block = doc.split("Attributes", 1)[-1]
+    names: set[str] = set()
+    for line in block.splitlines():
+        if line.startswith("    ") and not line.startswith("     ") and line.rstrip().endswith(":"):
+            names.update(n.strip() for n in line.strip().rstrip(":").split(","))
+    return names
+
+
+def test_every_field_is_documented_in_its_dataclass():
+    import dataclasses
+
+    from retention.config import Config
+
+    cfg = load_config("cpu")
+    for section in dataclasses.fields(Config):
+        value = getattr(cfg, section.name)
+        if dataclasses.is_dataclass(value):
+            missing = {f.name for f in dataclasses.fields(value)} - _documented(type(value).__doc__)
+            assert not missing, f"{type(value).__name__} does not document {sorted(missing)}"
+
+
+def test_cpu_training_defaults_suit_a_cpu():
+    m = load_config("cpu").messaging
+    assert (m.train_dtype, m.gradient_checkpointing, m.torch_threads) == ("auto", False, 0)
+    assert m.max_length >= 176  # the longest tokenized retention example (SmolLM2 tokenizer) is not cut
