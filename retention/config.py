@@ -381,6 +381,10 @@ class ServingConfig:
         :mod:`retention.hardware`), ``bfloat16`` or ``float32``. Decided where the model is
         loaded, so one bundle serves in the right dtype on every machine. The LoRA adapter is
         merged into the base weights at load time either way.
+    generation_quantize:
+        ``none`` or ``int8``: int8 weights for the decoder layers' linear maps on CPU (VNNI), the
+        tied embedding / ``lm_head`` kept in float32. See BENCHMARKS.md for speed and shield pass
+        rate on each CPU kind before turning it on.
     days_left:
         Days left in the campaign, as the policy observes it.
     demo_customers:
@@ -397,6 +401,7 @@ class ServingConfig:
     generation_batch_size: int = 64
     max_new_tokens: int = 56
     generation_dtype: str = "auto"
+    generation_quantize: str = "none"
     days_left: int = 60
     demo_customers: int = 4
 

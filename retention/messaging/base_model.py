@@ -135,7 +135,10 @@ def load_base_model(name: str, cache_dir: str | Path = "data/models", load_in_8b
     return model, tok
 
 
-def prepare_for_inference(model, dtype: str = "auto"):
+QUANTIZE = ("none", "int8")
+
+
+def prepare_for_inference(model, dtype: str = "auto", quantize: str = "none"):
     """A generator ready for serving: LoRA merged into the base, cast to ``dtype``, in eval mode.
 
     ``dtype`` is ``serving.generation_dtype``: ``auto`` runs in bfloat16 only where that is faster
@@ -146,12 +149,26 @@ def prepare_for_inference(model, dtype: str = "auto"):
     It also makes the ``lm_head`` input contiguous. In the prefill step, transformers slices the
     last position (``logits_to_keep=1``), and a strided 3-D input makes ``matmul`` broadcast the
     whole 49k x 576 embedding matrix across the batch: a multi-GB copy per batch on CPU.
+
+    ``quantize="int8"`` (``serving.generation_quantize``, CPU only) stores the decoder layers'
+    linear weights in int8 and runs them with dynamically quantised activations (VNNI on x86).
+    The tied embedding / ``lm_head`` stays in float: quantising it too is what made earlier int8
+    attempts write garbage. It needs float32 (``generation_dtype`` is then ignored).
     """
+    if quantize not in QUANTIZE:
+        from retention.errors import ConfigError
+
+        raise ConfigError(f"serving.generation_quantize must be one of {QUANTIZE}, got {quantize!r}")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    chosen = resolve_dtype(dtype, "serving.generation_dtype")
-    log.info("generator dtype: %s (serving.generation_dtype=%s)", str(chosen).removeprefix("torch."), dtype)
+    chosen = torch.float32 if quantize == "int8" else resolve_dtype(dtype, "serving.generation_dtype")
+    log.info("generator dtype: %s (serving.generation_dtype=%s, quantize=%s)", str(chosen).removeprefix("torch."),
+             dtype, quantize)
     model = model.to(chosen).eval()
+    if quantize == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        model.model.layers = quantize_dynamic(model.model.layers, {torch.nn.Linear}, dtype=torch.qint8)
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))

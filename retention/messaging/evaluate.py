@@ -52,6 +52,7 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
     opening, about half of each prompt) go through the model once. Their key/value cache is
     copied into every batch, and each prompt's own tokens are left-padded *after* that prefix.
     Positions come from the attention mask, so this computes what the unshared prompts would.
+    Decoding is :func:`greedy_decode`, which drops each sequence from the batch when it ends.
     """
     from tqdm.auto import tqdm
     from transformers import DynamicCache
@@ -74,18 +75,53 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
     for lo in tqdm(range(0, len(tokenized), batch_size), desc="generate", disable=not progress):
         own = [t[len(prefix):] for t in tokenized[lo:lo + batch_size]]
         width = max(len(t) for t in own)
-        ids = torch.tensor([prefix + [pad] * (width - len(t)) + list(t) for t in own], device=device)
+        ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in own], device=device)
         mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(t)) + [1] * len(t) for t in own], device=device)
-        kwargs = {}
+        cache = None
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(own))
-            kwargs["cache"] = cache
-        with torch.no_grad():
-            generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                       do_sample=False, eos_token_id=eos, pad_token_id=pad, **kwargs)
-        for row in generated[:, ids.shape[1]:]:
+        for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos):
             out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return out
+
+
+@torch.no_grad()
+def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int,
+                  eos: Sequence[int]) -> list[list[int]]:
+    """Greedy decoding that **drops each sequence from the batch when it ends**.
+
+    ``ids`` are the (left-padded) tokens not yet in ``cache``; ``mask`` covers the cached prefix
+    and ``ids``. Positions come from the mask, as in ``generate``. A finished row stops costing
+    anything: its key/value cache rows are removed (``DynamicCache.batch_select_indices``), so a
+    batch of short and long messages runs as fast as its remaining rows. Returns the new tokens of
+    each row, without the end-of-turn token; the same tokens ``model.generate(do_sample=False)`` writes.
+    """
+    from transformers import DynamicCache
+
+    cache = cache if cache is not None else DynamicCache()
+    stop = torch.tensor(list(eos), device=ids.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    n = ids.shape[0]
+    alive = torch.arange(n, device=ids.device)
+    out: list[list[int]] = [[] for _ in range(n)]
+    step_ids, step_pos = ids, positions[:, -ids.shape[1]:]
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True,
+                       logits_to_keep=1).logits[:, -1, :]
+        token = logits.argmax(dim=-1)
+        done = torch.isin(token, stop)
+        for row, tok, fin in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
+            if not fin:
+                out[row].append(tok)
+        keep = (~done).nonzero().flatten()
+        if keep.numel() == 0:
+            break
+        if keep.numel() < alive.numel():
+            cache.batch_select_indices(keep)
+            alive, token, mask, step_pos = alive[keep], token[keep], mask[keep], step_pos[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
     return out
 
 

@@ -92,8 +92,9 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
     gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
-    generator = Generator(prepare_for_inference(gen.model, serving.generation_dtype), gen.tokenizer,
-                          serving.max_new_tokens or gen.spec["max_new_tokens"], serving.generation_batch_size)
+    served = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
+    generator = Generator(served, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
+                          serving.generation_batch_size)
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
                            serving.campaign_budget, serving.response_retention_days)

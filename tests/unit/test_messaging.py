@@ -57,6 +57,29 @@ def test_prepared_generator_merges_lora_and_writes_the_same_text():
         base_model.prepare_for_inference(model, "fp8")
 
 
+def test_greedy_decode_drops_finished_rows_and_writes_what_generate_writes(tiny):
+    import torch
+
+    from retention.messaging.evaluate import greedy_decode
+
+    model, tok = tiny
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Hi Maria, thank", "Hello", "Reply STOP to opt")]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    free = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=None)[:, width:]
+    # stop tokens the rows actually write, at different steps: rows end at different times
+    stops = sorted({int(free[0, 2]), int(free[1, 6])})
+    want = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=stops)[:, width:].tolist()
+    got = greedy_decode(model, ids, mask, None, 12, stops)
+    for row, expected in zip(got, want, strict=True):
+        cut = next((i for i, t in enumerate(expected) if t in stops), len(expected))
+        assert row == expected[:cut]
+    assert len(got[0]) < 12  # a row that ended early
+
+
 def test_shared_prefix_generation_writes_what_separate_prompts_would():
     import torch
 
