@@ -4,11 +4,13 @@ Usage (after `make run`):
 
     .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 128]
 
-Measures (1) in-process decisions without messages (dry run) per second; (2) batched message
-writing (generator + shield) per second, for each `--generation-dtypes` value, after a warm-up
-call; (3) sequential single-customer REST latency of `mlflow models serve` for the composite
-(decision only) and for the bare churn-risk model, p50 and p99, with each server's peak resident
-memory. Prints Markdown for BENCHMARKS.md.
+Measures (1) in-process decisions without messages (dry run) per second, with the inference log
+on and off; (2) batched message writing (generator + shield) per second and how many generations
+passed the shield, for each `--generation-variants` value (a `generation_dtype`, or `int8` for
+`generation_quantize=int8`), after a warm-up call; (3) sequential single-customer REST latency of
+`mlflow models serve` for the composite (decision only; inference log on and off) and for the bare
+churn-risk model, p50 and p99, with each server's peak resident memory. Prints the CPU, then
+Markdown for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -100,34 +102,40 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--messages", type=int, default=128)
-    ap.add_argument("--generation-dtypes", default="auto,float32",
-                    help="comma-separated serving.generation_dtype values to measure message writing with")
+    ap.add_argument("--generation-variants", default="auto,float32,bfloat16,int8",
+                    help="comma-separated generation_dtype values (or int8) to measure message writing with")
     args = ap.parse_args()
     mlflow.set_tracking_uri(tracking_uri())
     tmp = Path(tempfile.mkdtemp())
     os.environ["RETENTION_LEDGER_URL"] = f"sqlite:///{tmp / 'bench.db'}"
-    service = mlflow.pyfunc.load_model(args.model).unwrap_python_model().service
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model {args.model}\n")
+    from retention.hardware import cpu_info
 
+    info = cpu_info()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {info['model']} ({info['flags']}); "
+          f"model {args.model}\n")
     frame = customers(args.n).assign(dry_run=True, with_message=False)
-    service.decide(frame.head(200))
-    start = time.perf_counter()
-    out = service.decide(frame)
-    inproc = args.n / (time.perf_counter() - start)
+    inproc = {}
+    for log_on in (True, False):
+        service = mlflow.pyfunc.load_model(args.model, model_config={"inference_log": log_on}
+                                           ).unwrap_python_model().service
+        service.decide(frame.head(200))
+        start = time.perf_counter()
+        out = service.decide(frame)
+        inproc[log_on] = args.n / (time.perf_counter() - start)
 
     contacted = out[out["decision"].map(lambda d: d["contact"])]["customer_id"].head(args.messages)
     msg_frame = frame[frame["customer_id"].isin(contacted)].assign(with_message=True)
     message_rows = []
-    for dtype in args.generation_dtypes.split(","):
-        svc = mlflow.pyfunc.load_model(args.model, model_config={"generation_dtype": dtype,
-                                                                 "generation_time_budget_s": 1e9}
-                                       ).unwrap_python_model().service
+    for dtype in args.generation_variants.split(","):
+        config = {"generation_time_budget_s": 1e9, **({"generation_quantize": "int8"} if dtype == "int8"
+                                                     else {"generation_dtype": dtype})}
+        svc = mlflow.pyfunc.load_model(args.model, model_config=config).unwrap_python_model().service
         svc.decide(msg_frame.head(4))  # warm-up: the first call builds the CPU kernels
         start = time.perf_counter()
         msgs = svc.decide(msg_frame)
         rate = len(msg_frame) / (time.perf_counter() - start)
         generated = int((msgs["message_source"] == "generator").sum())
-        used = next(svc.generator.model.parameters()).dtype
+        used = "int8 decoder, float32 lm_head" if dtype == "int8" else next(svc.generator.model.parameters()).dtype
         message_rows.append((dtype, str(used).removeprefix("torch."), rate, generated))
         del svc
     peak_inproc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -135,18 +143,23 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     records = frame.head(args.requests + 5).to_dict("records")
     comp = rest_latency(args.model, records, env)
+    no_log = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": '{"inference_log": false}'}
+    comp_nolog = rest_latency(args.model, records, no_log)
     risk_cols = [c for c in frame.columns if c not in ("customer_id", "name", "dry_run", "with_message")]
     bare = rest_latency(args.risk_model, [{k: r[k] for k in risk_cols} for r in records], env)
 
     print("| measure | value |\n| --- | --- |")
-    print(f"| in-process decisions without messages ({args.n:,} customers, dry run) | {inproc:,.0f} customers/s |")
+    print(f"| in-process decisions without messages ({args.n:,} customers, dry run), inference log on / off | "
+          f"{inproc[True]:,.0f} / {inproc[False]:,.0f} customers/s |")
     for dtype, used, rate, generated in message_rows:
-        print(f"| batched messages, generator + shield ({len(msg_frame)} contacts, generation_dtype={dtype} -> "
-              f"{used}) | {rate:.2f} messages/s ({generated} generated, {len(msg_frame) - generated} template "
+        print(f"| batched messages, generator + shield ({len(msg_frame)} contacts, {dtype} -> {used}) | "
+              f"{rate:.2f} messages/s ({generated} passed the shield, {len(msg_frame) - generated} template "
               f"fallbacks) |")
     print(f"| peak memory of the in-process benchmark | {peak_inproc:,.0f} MB |")
-    print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests) | "
+    print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests), inference log on | "
           f"{comp[0]:.1f} ms / {comp[1]:.1f} ms (server peak RSS {comp[2]:,.0f} MB) |")
+    print(f"| REST `retention` decision only, p50 / p99, inference log off | "
+          f"{comp_nolog[0]:.1f} ms / {comp_nolog[1]:.1f} ms |")
     print(f"| REST bare `churn-risk`, p50 / p99 | {bare[0]:.1f} ms / {bare[1]:.1f} ms "
           f"(server peak RSS {bare[2]:,.0f} MB) |")
 

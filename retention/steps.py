@@ -48,7 +48,10 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
         commit = git_commit()
         if commit:
             tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
-    with mlflow.start_run(run_name=None if resuming else entry_point, tags=tags) as run:
+    name = f"main ({cfg.profile})" if entry_point == "main" else entry_point
+    with mlflow.start_run(run_name=None if resuming else name, tags=tags) as run:
+        if resuming:  # `mlflow run` gave the run a random name ("respected-bee-864"): name it after its step
+            mlflow.set_tag(mlflow_tags.MLFLOW_RUN_NAME, name)
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")
         yield run
