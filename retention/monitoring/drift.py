@@ -265,6 +265,34 @@ def spread_local_times(n: int, end: datetime, days: float = 7.0, seed: int = 0) 
             for d, m in zip(back, minutes, strict=True)]
 
 
+def as_requests(customers: pd.DataFrame, now: datetime, spread_days: float = 7.0, seed: int = 0,
+                dry_run: bool = True) -> pd.DataFrame:
+    """Telco rows as decision requests: ``customer_id``, no label, no message, local times spread
+    over the ``spread_days`` before ``now`` (unless the rows carry ``local_time``)."""
+    req = customers.drop(columns=[c for c in ("Churn",) if c in customers.columns])
+    if "customer_id" not in req.columns and "customerID" in req.columns:
+        req = req.rename(columns={"customerID": "customer_id"})
+    req = req.assign(dry_run=dry_run, with_message=False)  # messages change neither decisions nor predictions
+    if "local_time" not in req.columns:
+        req["local_time"] = spread_local_times(len(req), now, spread_days, seed)
+    return req.reset_index(drop=True)
+
+
+def send_traffic(service, customers: pd.DataFrame, now: datetime | None = None, spread_days: float = 7.0,
+                 chunk_size: int = 2000, seed: int = 1, dry_run: bool = True) -> int:
+    """Decide ``customers`` through ``service`` as live traffic, into the service's **own** ledger and log.
+
+    For demos and smoke runs of the monitoring: with ``dry_run`` (the default) nothing is booked,
+    every decision is logged (flagged ``dry_run``), and the ``drift`` step counts dry runs unless
+    ``monitoring.include_dry_runs`` is false. Returns the number of decisions made.
+    """
+    now = now or datetime.now(UTC)
+    req = as_requests(customers, now, spread_days, seed, dry_run)
+    for lo in range(0, len(req), max(1, chunk_size)):
+        service.decide(req.iloc[lo:lo + chunk_size].reset_index(drop=True), now=now)
+    return len(req)
+
+
 def reference_frame(service, customers: pd.DataFrame, now: datetime | None = None, spread_days: float = 7.0,
                     chunk_size: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Score ``customers`` with the serving ``service`` as dry runs; return their inference-log rows.
@@ -299,12 +327,7 @@ def reference_frame(service, customers: pd.DataFrame, now: datetime | None = Non
     from retention.serving.ledger import ContactLedger
 
     now = now or datetime.now(UTC)
-    req = customers.drop(columns=[c for c in ("Churn",) if c in customers.columns])
-    if "customer_id" not in req.columns and "customerID" in req.columns:
-        req = req.rename(columns={"customerID": "customer_id"})
-    req = req.assign(dry_run=True, with_message=False)  # messages do not change decisions or predictions
-    if "local_time" not in req.columns:
-        req["local_time"] = spread_local_times(len(req), now, spread_days, seed)
+    req = as_requests(customers, now, spread_days, seed)
     saved = (service.ledger, service.serving, service._key, service._last_prune)
     with tempfile.TemporaryDirectory(prefix="retention-reference-") as tmp:
         ledger = ContactLedger(f"sqlite:///{Path(tmp) / 'reference.db'}", service.rules, service.serving.campaign,

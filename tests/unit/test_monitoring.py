@@ -89,9 +89,7 @@ def reference(telco, tmp_path_factory) -> pd.DataFrame:
 
 def requests(customers: pd.DataFrame, seed: int, with_message: bool = False) -> pd.DataFrame:
     """Live traffic: Telco rows as requests, local times spread over the week before NOW."""
-    req = customers.drop(columns=["Churn"]).rename(columns={"customerID": "customer_id"})
-    return req.assign(dry_run=True, with_message=with_message,
-                      local_time=D.spread_local_times(len(req), NOW, 7, seed + 100))
+    return D.as_requests(customers, NOW, 7, seed + 100).assign(with_message=with_message)
 
 
 def score(service: DecisionService, req: pd.DataFrame, now: datetime = NOW) -> pd.DataFrame:
@@ -102,9 +100,10 @@ def score(service: DecisionService, req: pd.DataFrame, now: datetime = NOW) -> p
 
 @pytest.fixture(scope="module")
 def live(telco, tmp_path_factory) -> pd.DataFrame:
-    """Every held-out customer decided once, as the production log holds them."""
+    """Every held-out customer decided once (dry runs), as the production log holds them."""
     service = make_service(f"sqlite:///{tmp_path_factory.mktemp('live') / 'prod.db'}")
-    return score(service, requests(telco[1], seed=1))
+    assert D.send_traffic(service, telco[1], now=NOW) == len(telco[1])
+    return inference_log.read_window(service.ledger.engine)
 
 
 def test_the_reference_passes_the_serving_code_and_has_the_log_columns(reference, telco):
