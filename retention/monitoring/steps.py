@@ -150,7 +150,14 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
     import mlflow
 
     from retention.monitoring import report as rep
-    from retention.monitoring.drift import compute_drift, current_window, load_spec, reference_frame, validate_window
+    from retention.monitoring.drift import (
+        compute_drift,
+        current_window,
+        load_spec,
+        parse_window,
+        reference_frame,
+        validate_window,
+    )
     from retention.monitoring.outcomes import join_outcomes, read_outcomes
     from retention.serving.model import service_from_uri
     from retention.steps import step_run
@@ -170,6 +177,7 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
     with step_run("drift", cfg, logged) as run:
         try:
             spec = load_spec(m.drift_spec)
+            parse_window(window)
             engine = open_log(url)
             current, start, end = current_window(engine, window, datetime.now(UTC), m.include_dry_runs)
             mlflow.set_tags({"drift.window_start": start.isoformat() if start else "start of log",
