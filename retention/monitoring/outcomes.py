@@ -296,29 +296,25 @@ def join_outcomes(log: pd.DataFrame, found: pd.DataFrame) -> pd.DataFrame:
     if log.empty or found.empty:
         return pd.DataFrame(columns=cols)
     decisions = log[~log["replayed"].astype(bool)].copy() if "replayed" in log else log.copy()
-    decisions["predicted_accept"] = [float(r[f"accept_{int(r['offer_level'])}"]) for _, r in decisions.iterrows()]
+    accept = decisions[[f"accept_{k}" for k in range(4)]].to_numpy(dtype=float)
+    level = decisions["offer_level"].astype(int).clip(0, 3).to_numpy()
+    decisions["predicted_accept"] = accept[np.arange(len(decisions)), level]
+    found = found.reset_index(drop=True)
     by_request = decisions[decisions["request_id"].notna()].drop_duplicates("request_id", keep="last")
-    by_request = by_request.set_index("request_id")
-    matched: list[dict[str, Any]] = []
-    leftover = []
-    for o in found.to_dict("records"):
-        rid = o.get("request_id")
-        if isinstance(rid, str) and rid in by_request.index:
-            d = by_request.loc[rid]
-            matched.append({**{c: d[c] for c in cols[:4]}, "accepted": o["accepted"], "churned": o["churned"]})
-        else:
-            leftover.append(o)
-    if leftover:
-        contacted = decisions[decisions["contact"].astype(bool)].sort_values("logged_at")
-        days = pd.to_datetime(contacted["logged_at"], utc=True).dt.date
-        for o in leftover:
-            if not isinstance(o.get("customer_key"), str):
-                continue
-            mine = contacted[(contacted["customer_key"] == o["customer_key"]) & (days <= o["outcome_date"])]
-            if len(mine):
-                d = mine.iloc[-1]
-                matched.append({**{c: d[c] for c in cols[:4]}, "accepted": o["accepted"], "churned": o["churned"]})
-    out = pd.DataFrame(matched, columns=cols)
+    direct = found.merge(by_request[["request_id", *cols[:4]]], on="request_id", how="inner")
+    matched = [direct[cols]]
+    leftover = found[~found["request_id"].isin(set(by_request["request_id"]))
+                     & found["customer_key"].notna()].copy()
+    contacted = decisions[decisions["contact"].astype(bool)].copy()
+    if len(leftover) and len(contacted):
+        # the customer's latest contacted decision logged on or before the outcome's date
+        contacted["day"] = pd.to_datetime(pd.to_datetime(contacted["logged_at"], utc=True).dt.date)
+        leftover["day"] = pd.to_datetime(leftover["outcome_date"])
+        right = contacted.sort_values("day")[["day", "customer_key", *cols[:4]]]
+        latest = pd.merge_asof(leftover.sort_values("day"), right, on="day", by="customer_key", direction="backward")
+        matched.append(latest.dropna(subset=["contact"])[cols])
+    parts = [m for m in matched if len(m)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     for c in ("accepted", "churned"):
         out[c] = out[c].astype(object).where(out[c].notna(), None)
     return out
