@@ -201,13 +201,13 @@ def _drift_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_outcomes(args: argparse.Namespace) -> None:
-    from retention.monitoring.outcomes import open_engine, read_outcomes_file, record_outcomes
-    from retention.monitoring.steps import ledger_url_of, redact
+    from retention.monitoring.outcomes import read_outcomes_file, record_outcomes
+    from retention.monitoring.steps import ledger_url_of, open_log, redact
 
     cfg = _config(args)
     url = ledger_url_of(args.ledger_url, cfg)
     frame = read_outcomes_file(args.input)
-    n = record_outcomes(open_engine(url), frame)
+    n = record_outcomes(open_log(url), frame)  # open_log: an existing database with an inference log
     print(f"outcomes: recorded {n} outcome(s) in {redact(url)} (customer ids stored as keyed hashes only)")
 
 

@@ -305,6 +305,8 @@ def test_the_outcomes_command_exits_with_the_input_error_code(tmp_path, capsys):
     _outcome_rows().to_csv(path, index=False)
     assert main(["outcomes", "--input", str(path), "--ledger-url", url]) == 0
     assert "recorded 4 outcome(s)" in capsys.readouterr().out
+    assert main(["outcomes", "--input", str(path), "--ledger-url", f"sqlite:///{tmp_path / 'typo.db'}"]) == 2
+    assert "no ledger database" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()
 
 
 # ----------------------------------------------------------------------------- the step
