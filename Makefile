@@ -14,13 +14,14 @@ HOST ?= 127.0.0.1
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
 
-.PHONY: venv run test serve ui lint clean help
+.PHONY: venv run test serve ui monitor lint clean help
 
 help:
 	@echo "make run    - install (once) and run the whole pipeline: mlflow run . -e main"
 	@echo "make test   - install (once) and run the test suite"
 	@echo "make serve  - serve $(SERVE_MODEL) on $(HOST):8080"
 	@echo "make ui     - MLflow UI on $(HOST):5000"
+	@echo "make monitor - Evidently UI on $(HOST):8000 (the drift snapshots in monitoring/workspace)"
 	@echo "make lint   - ruff check"
 
 # Idempotent: re-installs only when pyproject.toml changes.
@@ -46,6 +47,9 @@ serve: venv
 
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p 5000
+
+monitor: venv
+	$(BIN)/evidently ui --workspace monitoring/workspace --port 8000 --host $(HOST)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -8,6 +8,8 @@ Examples
     retention data --data-dir ~/raw     # use your own copies of the raw files
     retention main --profile smoke      # every step, tiny budgets
     retention main --no-reuse           # re-run steps even if a finished run matches
+    retention drift --window 7d         # drift of the last week of decisions; exit 0/1/2
+    retention outcomes --input outcomes.csv   # record accepted/churned outcomes
 
 Errors a user can fix (bad data, a missing file, a bad option) are printed as one readable
 message and the command exits non-zero; ``--debug`` shows the full traceback instead.
@@ -165,13 +167,66 @@ def _score_spark_options(p: argparse.ArgumentParser) -> None:
                    help="SQLAlchemy URL of the contact ledger every executor reaches (Postgres on a cluster)")
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Exit 0 (no drift), 1 (drift; 0 with --fail-on-drift false) or 2 (see ERROR_EXIT)."""
+    from retention.errors import MonitoringError, RetentionError
+    from retention.monitoring import steps as monitoring_steps
+
+    cfg = _config(args)
+    params = {"profile": cfg.profile, "window": args.window, "ledger_url": args.ledger_url or "none",
+              "model_uri": args.model_uri, "fail_on_drift": str(args.fail_on_drift).lower()}
+    try:
+        out = monitoring_steps.drift(cfg, params, progress=not args.no_progress)
+    except RetentionError:
+        raise
+    except Exception as exc:  # an unexpected failure must not read as "drift" (exit 1)
+        if args.debug:
+            raise
+        raise MonitoringError(f"the drift check failed unexpectedly ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); "
+                              "rerun with --debug for the traceback") from None
+    return 1 if out.detected and args.fail_on_drift else 0
+
+
+def _drift_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window", default="7d",
+                   help="how far back from now to read the inference log: e.g. 24h, 7d, 2w, or all (default 7d)")
+    p.add_argument("--ledger-url", default=None,
+                   help="SQLAlchemy URL of the database the served model logs to (default: $RETENTION_LEDGER_URL, "
+                   "else serving.ledger_url = sqlite:///ledger.db)")
+    p.add_argument("--model-uri", default="models:/retention@champion",
+                   help="the served composite model; its Telco train split, scored by it, is the reference")
+    p.add_argument("--fail-on-drift", type=_bool, default=True, metavar="BOOL",
+                   help="exit 1 when drift is detected (default true); false: exit 0, read the tag drift.detected")
+
+
+def cmd_outcomes(args: argparse.Namespace) -> None:
+    from retention.monitoring.outcomes import read_outcomes_file, record_outcomes
+    from retention.monitoring.steps import ledger_url_of, open_log, redact
+
+    cfg = _config(args)
+    url = ledger_url_of(args.ledger_url, cfg)
+    frame = read_outcomes_file(args.input)
+    n = record_outcomes(open_log(url), frame)  # open_log: an existing database with an inference log
+    print(f"outcomes: recorded {n} outcome(s) in {redact(url)} (customer ids stored as keyed hashes only)")
+
+
+def _outcomes_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True,
+                   help="CSV or Parquet with request_id and/or customer_id, accepted and/or churned (true, false "
+                   "or empty), outcome_date (ISO date)")
+    p.add_argument("--ledger-url", default=None,
+                   help="SQLAlchemy URL of the ledger database (default: $RETENTION_LEDGER_URL, else "
+                   "serving.ledger_url)")
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     from retention import steps
 
     steps.write_default_experiment()
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callable]]] = {
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[Callable]]] = {
     "init": (cmd_init, "create the MLflow experiment (sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
     "data": (cmd_data, "resolve, validate (Great Expectations), clean and split the raw data",
              [_common, _data_options]),
@@ -209,9 +264,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
               [_score_options]),
     "score_spark": (cmd_score_spark, "batch-score customers on Spark with mlflow.pyfunc.spark_udf (local mode or a "
                     "cluster: entrypoints/score_spark.py)", [_score_spark_options]),
+    "drift": (cmd_drift, "compare a window of the inference log with the reference (Evidently); exit 0 no drift, "
+              "1 drift, 2 error", [_common, _drift_options]),
+    "outcomes": (cmd_outcomes, "record what happened after decisions (offer accepted, customer churned); all rows "
+                 "or none (not an entry point)", [_common, _outcomes_options]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }
+# Commands whose exit codes are a contract for schedulers: every error exits with this code.
+ERROR_EXIT = {"drift": 2}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,13 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        code = args.func(args)
     except RetentionError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        return ERROR_EXIT.get(args.command, exc.exit_code)
+    return int(code or 0)
 
 
 if __name__ == "__main__":

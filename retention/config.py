@@ -407,6 +407,41 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Drift monitoring of the inference log (:mod:`retention.monitoring`).
+
+    Attributes
+    ----------
+    drift_spec:
+        The drift checks as data: columns, methods, thresholds, ``drift_share`` (YAML). A relative
+        path is read from the project root.
+    workspace_dir:
+        The Evidently workspace every drift snapshot is added to (``make monitor`` serves it).
+    reports_dir:
+        Where the ``drift`` step keeps a local copy of each HTML report (also logged to MLflow).
+    project:
+        Name of the Evidently project in the workspace.
+    reference_spread_days:
+        The reference customers are scored at local times spread over this many days before the
+        window's end, so the calendar inputs of the acceptance model (month, weekday) are spread as
+        in live traffic rather than all falling on one day.
+    reference_chunk_size:
+        Customers per ``decide`` call when the reference is scored.
+    include_dry_runs:
+        Count dry-run decisions in the window (they are scored on real customer facts; the demo
+        traffic is dry runs). Replayed answers are never counted: they repeat an earlier decision.
+    """
+
+    drift_spec: str = "monitoring/drift.yaml"
+    workspace_dir: str = "monitoring/workspace"
+    reports_dir: str = "monitoring/reports"
+    project: str = "retention"
+    reference_spread_days: float = 7.0
+    reference_chunk_size: int = 2000
+    include_dry_runs: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one run."""
 
@@ -420,6 +455,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return ``{"section.field": value}`` for logging as MLflow params."""

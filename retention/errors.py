@@ -67,3 +67,37 @@ class InputError(RetentionError):
         self.fields = dict(fields)
         detail = "; ".join(f"{k}: {v}" for k, v in self.fields.items())
         super().__init__(f"invalid input ({len(self.fields)} field(s)): {detail}")
+
+
+class RowsError(InputError):
+    """Rows of an input file are malformed; ``fields`` maps ``rows[i].field`` to what is wrong.
+
+    Same exit code as :class:`InputError`. The message lists at most ``MAX_LISTED`` fields (all of
+    them stay in ``fields``) and never repeats a value from the file.
+    """
+
+    MAX_LISTED = 20
+
+    def __init__(self, fields: dict[str, str], what: str = "rows"):
+        super().__init__(fields)
+        shown = list(self.fields.items())[: self.MAX_LISTED]
+        more = len(self.fields) - len(shown)
+        detail = "\n".join(f"  - {k}: {v}" for k, v in shown)
+        self.args = (f"invalid {what} ({len(self.fields)} problem(s)); nothing was written:\n{detail}"
+                     + (f"\n  ... and {more} more" if more else ""),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class MonitoringError(RetentionError):
+    """The drift check could not run (a bad window, an empty window, a bad drift spec, ...).
+
+    Exit code 2: the ``drift`` command exits 0 (no drift), 1 (drift) or 2 (could not tell).
+    """
+
+    exit_code = 2
+
+
+class EmptyWindowError(MonitoringError):
+    """The inference log holds no decisions in the requested window."""

@@ -67,8 +67,12 @@ def signature() -> ModelSignature:
                           params=ParamSchema([ParamSpec("output", "string", "nested")]))
 
 
-def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None):
+def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None, with_generator: bool = True):
     """Assemble a :class:`~retention.serving.service.DecisionService` from bundled artifacts.
+
+    ``with_generator=False`` skips loading the language model (the service then answers every
+    contact with the approved template): for callers that only need decisions, such as the drift
+    check scoring its reference with ``with_message=False``.
 
     ``serving_overrides`` replaces fields of the bundled :class:`~retention.config.ServingConfig`.
     The bundle logs that config as the model's ``model_config``, so any field can be overridden at
@@ -91,10 +95,12 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     risk = mlflow.sklearn.load_model(artifacts["churn_risk"])
     accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
-    gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
-    served = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
-    generator = Generator(served, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
-                          serving.generation_batch_size)
+    generator = None
+    if with_generator:
+        gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
+        served = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
+        generator = Generator(served, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
+                              serving.generation_batch_size)
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
                            serving.campaign_budget, serving.response_retention_days)
@@ -118,3 +124,28 @@ class RetentionModel(mlflow.pyfunc.PythonModel):
         except RequestConflict as exc:  # HTTP 409: the id is taken; nothing was booked
             raise RequestRejected(exc.errors, RESOURCE_CONFLICT) from None
         return flatten(responses) if output == "flat" else responses
+
+
+def service_from_uri(model_uri: str, with_generator: bool = True, serving_overrides: dict | None = None):
+    """The :class:`~retention.serving.service.DecisionService` of a logged ``retention`` model, e.g.
+    ``models:/retention@champion``, built in-process from its artifacts (no pyfunc wrapper).
+
+    The bundle's own ``model_config`` applies, then ``serving_overrides``. Raises
+    :class:`~retention.errors.RegistryError` when the URI names nothing.
+    """
+    from mlflow.models import Model
+
+    from retention.errors import RegistryError
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    except MlflowException as exc:
+        raise RegistryError(f"cannot load model '{model_uri}': {exc.message.splitlines()[0]}; run `make run` (or "
+                            "the 'bundle' step) first, or pass another model URI") from None
+    conf = Model.load(str(local)).flavors.get("python_function") or {}
+    saved = conf.get("artifacts") or {}
+    if not {"config", "churn_risk", "offer_accept", "policy", "rules"} <= set(saved):
+        raise RegistryError(f"'{model_uri}' is not a composite retention model (bundle step); pass its URI")
+    artifacts = {k: str(local / v["path"]) for k, v in saved.items()}
+    overrides = {**(conf.get("config") or {}), **(serving_overrides or {})}  # "config": the model_config
+    return build_service(artifacts, overrides, with_generator=with_generator)
