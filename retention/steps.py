@@ -491,8 +491,17 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         promote_run = step("promote", {"profile": profile, "risk_run_id": risk_run, "accept_run_id": accept_run})
         policy_run = step("train_policy", {"profile": profile, "data_run_id": data_run, "promote_run_id": promote_run})
         eval_run = step("evaluate_policy", {"profile": profile, "data_run_id": data_run, "policy_run_id": policy_run})
-        step("bundle", {"profile": profile, "data_run_id": data_run, "evaluate_run_id": eval_run, "sft_run_id": sft_run,
-                        "promote_run_id": promote_run})
+        bundle_run = step("bundle", {"profile": profile, "data_run_id": data_run, "evaluate_run_id": eval_run,
+                                     "sft_run_id": sft_run, "promote_run_id": promote_run})
+        # a first monitoring window: held-out customers decided through the bundle (dry runs), then drift
+        from retention.monitoring.steps import demo_traffic
+
+        bundled = f"runs:/{bundle_run}/retention"
+        sent = demo_traffic(cfg, data_run, bundled)
+        print(f"[main] demo traffic: {sent} held-out customers decided through the bundle (dry run, nothing booked)")
+        child = run_step("drift", {"profile": profile, "window": "24h", "ledger_url": "none", "model_uri": bundled,
+                                   "fail_on_drift": "false"}, reuse=False, experiment_id=exp_id)
+        mlflow.set_tag("step.drift.run_id", child.info.run_id)
         print(f"main: done; browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
         return run.info.run_id
 

@@ -228,3 +228,17 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
         mlflow.set_tag("drift.workspace_snapshot", snapshot_id)
         print(rep.summary_text(result, local.resolve(), run.info.run_id))
         return DriftRun(run.info.run_id, result.detected, local.resolve())
+
+
+def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
+    """Decide the held-out Telco *test* customers through ``model_uri`` as dry runs (nothing is booked),
+    into the configured ledger's inference log: a first window for the ``drift`` step of ``make run``."""
+    from retention.data.pipeline import load_split
+    from retention.monitoring.drift import send_traffic
+    from retention.serving.model import service_from_uri
+    from retention.steps import processed_dir_of
+
+    service = service_from_uri(model_uri, with_generator=False,
+                               serving_overrides={"ledger_url": ledger_url_of("none", cfg)})
+    customers = load_split(processed_dir_of(data_run_id, cfg), "telco", "test")
+    return send_traffic(service, customers)
