@@ -397,7 +397,8 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         for i in range(min(samples_per_iteration, len(batch))):
             samples.append({"iteration": iteration, "name": batch[i].name, "offer_pct": batch[i].offer_pct,
                             "message": texts[i], "rm_score": float(rm_scores[i]), "score": float(scores[i]),
-                            "kl": float(kl_per_message[i]), "ended": bool(ended[i]), "shield_passed": not bool(blocked[i])})
+                            "kl": float(kl_per_message[i]), "ended": bool(ended[i]),
+                            "shield_passed": not bool(blocked[i])})
     result.samples = pd.DataFrame(samples)
     result.seconds = time.perf_counter() - start
     result.beta = controller.value
