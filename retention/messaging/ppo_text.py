@@ -407,18 +407,38 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
 
 
 @torch.no_grad()
+def sample_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
+                    batch_size: int = 16, seed: int = 0, bf16: bool = False) -> list[str]:
+    """Sampled messages (as in a rollout) for ``facts``, e.g. the SFT samples that fix a reward normalisation."""
+    eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    model.eval()
+    texts: list[str] = []
+    for lo in range(0, len(facts), batch_size):
+        query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, facts[lo:lo + batch_size]))
+        with autocast():
+            response, response_mask, _ = sample(model, query, query_mask, max_new_tokens, temperature, eos, pad,
+                                                generator)
+        texts += decode(tokenizer, response, response_mask, eos)
+    return texts
+
+
+@torch.no_grad()
 def kl_to_reference(policy, tokenizer, facts: Sequence[MessageFacts], cfg: PPOTextConfig, batch_size: int = 16,
                     seed: int = 0, bf16: bool = False) -> np.ndarray:
     """KL of the policy to its reference (the adapter disabled) per message, on the policy's own samples.
 
     The sum over each sampled message's tokens of ``log pi - log pi_ref`` (logits / temperature), the
-    same estimate training uses, on ``facts`` (held-out prompts for the gate).
+    same estimate training uses, here on ``facts`` (held-out prompts, for the gate).
     """
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
     generator = torch.Generator().manual_seed(seed)
     device = next(policy.parameters()).device
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    out = []
+    policy.eval()
+    out: list[float] = []
     for lo in range(0, len(facts), batch_size):
         query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, facts[lo:lo + batch_size]))
         with autocast():
