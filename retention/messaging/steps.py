@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -105,6 +106,18 @@ def _log_pairs_inputs(sets, processed: Path) -> None:
         mlflow.log_table(flat_text(frame).head(200), f"preferences/{part}_sample.json")
 
 
+def _log_prompt_inputs(prompts: dict[str, list], processed: Path) -> None:
+    """The decisions PPO-text trains and is judged on (Telco train / test customers × offers), as dataset inputs."""
+    for context, facts in prompts.items():
+        frame = pd.DataFrame([dataclasses.asdict(f) for f in facts])
+        digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(frame, source=str(processed.resolve()), name=f"ppo-text-prompts-{context}",
+                                         digest=digest)
+            mlflow.log_input(ds, context=context)
+
+
 def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     """The ``train_reward`` step (see the module docstring). Returns the run id."""
     import torch
@@ -127,16 +140,20 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
 
     m, r = cfg.messaging, cfg.reward
     client = MlflowClient()
+    extra, extra_path = None, params.get("extra_preferences", "none")
+    if not _none(extra_path):  # checked before the run starts
+        if not Path(extra_path).is_file():
+            raise ConfigError(f"--extra-preferences {extra_path}: no such file (a labelled review.csv from "
+                              "`retention review-messages`).")
+        try:
+            extra = read_labels(extra_path)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"--extra-preferences {extra_path}: {exc}") from None
     with step_run("train_reward", cfg, params) as run:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
-        extra = None
-        extra_path = params.get("extra_preferences", "none")
-        if not _none(extra_path):
-            if not Path(extra_path).is_file():
-                raise ConfigError(f"--extra-preferences {extra_path}: no such file (a labelled review.csv from "
-                                  "`retention review-messages`).")
-            extra = read_labels(extra_path)
+        if extra is not None:
             mlflow.log_artifact(extra_path, "preferences")
+            mlflow.log_param("extra_preferences_sha256", hashlib.sha256(Path(extra_path).read_bytes()).hexdigest())
         customers = load_split(processed, "telco", "train")
         sets = build_preference_sets(customers, load_split(processed, "hh_rlhf", "train"),
                                      load_split(processed, "oasst_pairs", "train"),
@@ -254,6 +271,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         bf16 = bool(settings["bf16"])
         mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype", threads=settings["torch_threads"]))
         mlflow.log_params({"train_prompts": len(train_facts), "eval_cases": len(cases)})
+        _log_prompt_inputs({"train": train_facts, "eval": cases}, processed)
 
         def log(metrics: dict[str, float], step: int) -> None:
             mlflow.log_metrics({f"ppo_{k}": v for k, v in metrics.items() if v == v}, step=step)
