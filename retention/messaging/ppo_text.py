@@ -288,16 +288,17 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
 
         raise ConfigError("no training prompts for PPO-text: raise ppo_text.prompts.")
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
     order_rng = random.Random(cfg.seed)
     policy = build_policy(sft_model, cfg)
-    value_head = ValueHead(policy.config.hidden_size)
+    device = next(policy.parameters()).device
+    generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order (CPU)
+    sampler = torch.Generator(device=device).manual_seed(cfg.seed)  # rollouts (on the model's device)
+    value_head = ValueHead(policy.config.hidden_size).to(device)
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=1e-5)
     controller = make_kl_controller(cfg.kl_controller, cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
     shield = default_shield()
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
-    device = next(policy.parameters()).device
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     order: list[int] = []
@@ -315,11 +316,11 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, batch))
         with autocast():
             response, response_mask, ended = sample(policy, query, query_mask, cfg.max_new_tokens, cfg.temperature,
-                                                    eos, pad, generator)
+                                                    eos, pad, sampler)
         texts = decode(tokenizer, response, response_mask, eos)
 
         # 2. scores: the reward, replaced by a penalty without an end-of-turn token or when the shield blocks
-        rm_scores = torch.as_tensor(np.asarray(reward_fn(batch, texts), dtype=np.float32))
+        rm_scores = torch.as_tensor(np.asarray(reward_fn(batch, texts), dtype=np.float32))  # the loss runs on the CPU
         blocked = torch.tensor([bool(shield.check(t, f.name, f.offer_pct)) for f, t in zip(batch, texts, strict=True)])
         scores = final_scores(rm_scores, ended.cpu(), blocked, cfg.missing_eos_penalty,
                               cfg.shield_penalty if cfg.use_shield else None)
@@ -411,8 +412,8 @@ def sample_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tok
                     batch_size: int = 16, seed: int = 0, bf16: bool = False) -> list[str]:
     """Sampled messages (as in a rollout) for ``facts``, e.g. the SFT samples that fix a reward normalisation."""
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
-    generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     model.eval()
     texts: list[str] = []
@@ -434,8 +435,8 @@ def kl_to_reference(policy, tokenizer, facts: Sequence[MessageFacts], cfg: PPOTe
     same estimate training uses, here on ``facts`` (held-out prompts, for the gate).
     """
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
-    generator = torch.Generator().manual_seed(seed)
     device = next(policy.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     policy.eval()
     out: list[float] = []

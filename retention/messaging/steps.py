@@ -77,6 +77,12 @@ def reward_versions(client: MlflowClient, reward_run_id: str) -> dict[str, Any]:
     return out
 
 
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _decisions(customers: pd.DataFrame, n: int, seed: int, cycle: bool) -> list:
     """Facts of ``n`` customers: offers cycle through the four levels (held-out) or are drawn (training)."""
     import random
@@ -165,10 +171,12 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
         _log_pairs_inputs(sets, processed)
 
         settings = training_settings(m)
+        torch.set_num_threads(int(settings["torch_threads"]))
         mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype", threads=settings["torch_threads"]))
         gen_version = sft_generator_version(client, params.get("sft_run_id", "none"))
         mlflow.set_tag("uses.message-generator", gen_version.version)
         gen = mlflow.pyfunc.load_model(f"models:/{GENERATOR}/{gen_version.version}").unwrap_python_model()
+        gen.model.to(_device())
         norm_facts = _decisions(customers, r.normalisation_samples, r.seed, cycle=False)
         sft_texts = sample_messages(gen.model, gen.tokenizer, norm_facts, cfg.ppo_text.max_new_tokens,
                                     cfg.ppo_text.temperature, m.generation_batch_size, r.seed, bool(settings["bf16"]))
@@ -261,6 +269,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         proxy, gold = (mlflow.pyfunc.load_model(f"models:/{REWARD}/{rewards[r].version}").unwrap_python_model().scorer
                        for r in ROLES)
         tok = gen.tokenizer
+        for model in (gen.model, proxy.model, gold.model):
+            model.to(_device())
         sft_adapter = Path(tmp) / "sft_adapter"
         gen.model.save_pretrained(sft_adapter)  # before PPO merges it into the base weights
 
