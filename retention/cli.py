@@ -235,12 +235,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, list[Callab
                                  "the aliases proxy and gold)")]),
     "review-messages": (cmd_review_messages, "write a blind review sheet (HTML + CSV, hidden key) of a ppo_text "
                         "run's paired messages for people to label (not an entry point)", [_review_options]),
-    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id")),
+    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id", "generator_run_id")),
                "compose the champion models into the served 'retention' model; print demo decisions",
                [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                 _run_id_option("evaluate_run_id", "evaluate_policy run whose champion policy is bundled (recorded)"),
                 _run_id_option("sft_run_id", "sft run whose generator is bundled (recorded)"),
-                _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)")]),
+                _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)"),
+                _run_id_option("generator_run_id", "ppo_text run whose gate decided the generator champion "
+                               "(recorded; a new one makes main re-run bundle)")]),
     "score": (cmd_score, "batch-score a customers file in-process with the composite model (not an entry point)",
               [_score_options]),
     "score_spark": (cmd_score_spark, "batch-score customers on Spark with mlflow.pyfunc.spark_udf (local mode or a "
