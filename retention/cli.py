@@ -101,17 +101,17 @@ def _run_id_option(name: str, help_text: str) -> Callable[[argparse.ArgumentPars
     return add
 
 
-def _step(func_name: str, keys: tuple[str, ...]) -> Callable[[argparse.Namespace], None]:
-    """A command that runs ``retention.steps.<func_name>`` with ``profile`` and the run-id options."""
+def _step(func_name: str, keys: tuple[str, ...],
+          module: str = "retention.steps") -> Callable[[argparse.Namespace], None]:
+    """A command that runs ``<module>.<func_name>`` with ``profile`` and the run-id options."""
 
     def run(args: argparse.Namespace) -> None:
+        import importlib
         import inspect
-
-        from retention import steps
 
         cfg = _config(args)
         params = {"profile": cfg.profile, **{k: getattr(args, k) for k in keys}}
-        func = getattr(steps, func_name)
+        func = getattr(importlib.import_module(module), func_name)
         kwargs = {"progress": not args.no_progress} if "progress" in inspect.signature(func).parameters else {}
         func(cfg, params, **kwargs)
 
@@ -219,6 +219,25 @@ def _outcomes_options(p: argparse.ArgumentParser) -> None:
                    help="SQLAlchemy URL of the ledger database (default: $RETENTION_LEDGER_URL, else "
                    "serving.ledger_url)")
 
+def _extra_preferences(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra-preferences", dest="extra_preferences", default="none", metavar="LABELS_CSV",
+                   help="a review.csv labelled by people (`retention review-messages`): its pairs join the domain "
+                   "preference set of the proxy reward model (default: none)")
+
+
+def cmd_review_messages(args: argparse.Namespace) -> None:
+    from retention.messaging.steps import review_messages
+
+    review_messages(args.run_id, args.out, args.limit, args.seed)
+
+
+def _review_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-id", dest="run_id", default="none",
+                   help="ppo_text run whose paired SFT / PPO-text messages to review (default: the latest)")
+    p.add_argument("--out", default="review", help="folder for review.html, review.csv and review_key.csv")
+    p.add_argument("--limit", type=int, default=0, help="at most this many pairs (default 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random order")
+
 
 def cmd_init(args: argparse.Namespace) -> None:
     from retention import steps
@@ -254,12 +273,30 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
     "sft": (_step("sft", ("data_run_id",)),
             "fine-tune the message generator (LoRA SFT), evaluate it against the base model, register it",
             [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)")]),
-    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id")),
+    "train_reward": (_step("train_reward", ("data_run_id", "sft_run_id", "extra_preferences"),
+                           "retention.messaging.steps"),
+                     "train the proxy and gold reward models (Bradley-Terry, LoRA); register them as 'reward-model'",
+                     [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
+                      _run_id_option("sft_run_id", "sft run whose generator's samples fix the reward normalisation "
+                                     "(default: the latest SFT version)"), _extra_preferences]),
+    "ppo_text": (_step("ppo_text", ("data_run_id", "sft_run_id", "reward_run_id"), "retention.messaging.steps"),
+                 "PPO with an adaptive KL penalty on the SFT generator against the proxy reward model; win rates "
+                 "over SFT by the gold reward model and a rubric; register and gate a 'message-generator' version",
+                 [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
+                  _run_id_option("sft_run_id", "sft run whose generator to start from (default: the latest SFT "
+                                 "version)"),
+                  _run_id_option("reward_run_id", "train_reward run whose proxy and gold models to use (default: "
+                                 "the aliases proxy and gold)")]),
+    "review-messages": (cmd_review_messages, "write a blind review sheet (HTML + CSV, hidden key) of a ppo_text "
+                        "run's paired messages for people to label (not an entry point)", [_review_options]),
+    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id", "generator_run_id")),
                "compose the champion models into the served 'retention' model; print demo decisions",
                [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                 _run_id_option("evaluate_run_id", "evaluate_policy run whose champion policy is bundled (recorded)"),
                 _run_id_option("sft_run_id", "sft run whose generator is bundled (recorded)"),
-                _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)")]),
+                _run_id_option("promote_run_id", "promote run whose tabular champions are bundled (recorded)"),
+                _run_id_option("generator_run_id", "ppo_text run whose gate decided the generator champion "
+                               "(recorded; a new one makes main re-run bundle)")]),
     "score": (cmd_score, "batch-score a customers file in-process with the composite model (not an entry point)",
               [_score_options]),
     "score_spark": (cmd_score_spark, "batch-score customers on Spark with mlflow.pyfunc.spark_udf (local mode or a "

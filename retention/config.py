@@ -121,7 +121,18 @@ class GateConfig:
         Number of equal-width probability bins used for the expected calibration error.
     generator_min_pass_rate, generator_min_factual:
         Message-generator gate on held-out prompts: shield pass rate before fallback and factual
-        accuracy.
+        accuracy. The factual threshold applies to SFT and PPO-text versions alike.
+    ppo_min_win_rate:
+        A PPO-text version must win at least this share of held-out prompts against the SFT
+        generator, as the *gold* reward model judges (ties count one half).
+    ppo_min_win_lower:
+        ... and the lower end of that win rate's 95 % bootstrap interval must be above this.
+    ppo_min_pass_rate:
+        Shield pass rate before fallback a PPO-text version needs (stricter than SFT's: the
+        policy was optimised against a reward that includes the shield).
+    ppo_max_kl:
+        Largest KL divergence to the SFT generator (nats per message, summed over tokens,
+        on the policy's own samples of held-out prompts) a PPO-text version may have.
     """
 
     risk_min_auc: float = 0.78
@@ -132,6 +143,10 @@ class GateConfig:
     ece_bins: int = 10
     generator_min_pass_rate: float = 0.95
     generator_min_factual: float = 0.98
+    ppo_min_win_rate: float = 0.55
+    ppo_min_win_lower: float = 0.5
+    ppo_min_pass_rate: float = 0.99
+    ppo_max_kl: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -345,6 +360,191 @@ class MessagingConfig:
 
 
 @dataclass(frozen=True)
+class RewardModelConfig:
+    """Reward models: the domain preference set, the proxy and gold models, their training (TRL-style fields).
+
+    Both models are the base LM with a scalar head (``AutoModelForSequenceClassification``,
+    ``num_labels=1``) and a LoRA adapter, trained with TRL's ``RewardTrainer`` (Bradley–Terry loss).
+    The *proxy* is what PPO-text optimises; the *gold* one judges win rates and is trained on pairs
+    the proxy never saw (other customers, the held-out families, other HH-RLHF and OpenAssistant
+    pairs). Hardware settings (dtype, threads, gradient checkpointing) are ``messaging``'s.
+
+    Attributes
+    ----------
+    domain_pairs:
+        Domain preference pairs built from Telco *train* customers × offers (one pair per customer
+        drawn, each with a rejected message from one failure family, families in turn).
+    gold_customer_frac, eval_customer_frac:
+        Shares of those customers (by a stable hash of ``customerID``) whose pairs go to the gold
+        model's training and to the held-out evaluation; the rest train the proxy.
+    held_out_families:
+        Failure families (comma-separated, see :mod:`retention.messaging.preferences`) never shown
+        to the proxy; the gold model and the evaluation see them.
+    hh_pairs, oasst_pairs:
+        HH-RLHF / OpenAssistant pairs (from their *train* splits) in each model's training set; the
+        proxy and gold models get disjoint halves (HH by a hash of the prompt, OpenAssistant by tree).
+    eval_hh_pairs:
+        HH-RLHF *test* pairs for the held-out pairwise accuracy.
+    lora_r, lora_alpha, lora_dropout, lora_target_modules:
+        LoRA adapter of both reward models; the score head trains in full (``modules_to_save``).
+    max_steps, gold_max_steps:
+        Optimiser steps of the proxy and of the gold model.
+    per_device_train_batch_size:
+        Preference pairs per step (each pair is two sequences).
+    learning_rate:
+        AdamW step size (cosine schedule, 5 % warm-up).
+    max_length:
+        Tokens per sequence (prompt + reply). TRL's ``RewardTrainer`` **drops** a pair whose chosen or
+        rejected sequence is longer; it does not truncate. The step counts and logs what it drops,
+        per source. With SmolLM2's tokenizer a domain pair's sequences have 96-159 tokens (compact facts
+        prompt; the longest are rambling replies), so 192 drops none of them. It drops about half of
+        the HH-RLHF pairs and two thirds of the OpenAssistant ones, and keeps the short ones.
+    center_rewards_coefficient:
+        TRL's auxiliary loss that pulls rewards towards 0 (Eisenstein et al. 2023); None = off.
+    normalisation_samples:
+        SFT generations (sampled at ``ppo_text.temperature``, train customers) that fix the
+        gain/bias stored with each model, so SFT samples score mean 0, std 1.
+    score_batch_size:
+        Sequences per forward pass when scoring.
+    seed:
+        Seed of the pair builder and of training.
+
+    Notes
+    -----
+    ``cpu`` budget (estimated, not measured on the 135M model: its per-step cost is extrapolated from
+    the SFT step, 3.8-4.1 s for 4 x ~176 tokens on a CPU without bf16 units, about 175 tokens/s for a
+    LoRA forward + backward and about 3x that forward only): a step of 6 pairs (12 sequences padded
+    to about 150 tokens) takes about 10 s, so the proxy's 20 steps about 3.5 min, the gold model's 14
+    about 2.5 min, held-out scoring (80 domain + about 16 short HH-RLHF pairs, both models) about 1.5
+    min and the normalisation samples about 20 s: about 8 min in all, half that on a CPU with AMX.
+    """
+
+    domain_pairs: int = 400
+    gold_customer_frac: float = 0.3
+    eval_customer_frac: float = 0.2
+    held_out_families: str = "pressure,leaked_price,off_topic"
+    hh_pairs: int = 32
+    oasst_pairs: int = 8
+    eval_hh_pairs: int = 32
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "q_proj,v_proj"
+    max_steps: int = 20
+    gold_max_steps: int = 14
+    per_device_train_batch_size: int = 6
+    learning_rate: float = 5e-4
+    max_length: int = 192
+    center_rewards_coefficient: float | None = 0.01
+    normalisation_samples: int = 32
+    score_batch_size: int = 16
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class PPOTextConfig:
+    """PPO for the message generator (TRL's old ``PPOConfig`` names where they exist).
+
+    The policy is the SFT generator with a fresh LoRA adapter; the reference is the same weights with
+    the adapter disabled. Every reward passes through the shield. See
+    :mod:`retention.messaging.ppo_text` for the algorithm.
+
+    Attributes
+    ----------
+    iterations:
+        Rollout batches (each followed by ``ppo_epochs`` epochs of updates).
+    batch_size:
+        Episodes (prompt + sampled message) per rollout batch.
+    mini_batch_size:
+        Episodes per gradient step.
+    ppo_epochs:
+        Passes over each rollout batch.
+    learning_rate:
+        Adam step size of the LoRA adapter and the value head.
+    max_grad_norm:
+        Gradient-norm clip.
+    lora_r, lora_alpha, lora_target_modules:
+        The policy's fresh LoRA adapter (dropout is 0: no dropout anywhere in PPO).
+    max_new_tokens:
+        Tokens sampled per message. A message without an end-of-turn token by then gets
+        ``missing_eos_penalty``.
+    temperature:
+        Sampling temperature of the rollouts (pure sampling: no top-k, no top-p). Log-probabilities
+        are computed from logits divided by it, for the policy and the reference alike.
+    gamma, lam:
+        GAE discount and lambda over the tokens of a message (gamma 1: the reward comes at the end).
+    cliprange, cliprange_value:
+        Clip of the probability ratio and of the value update.
+    vf_coef:
+        Weight of the value loss (the value head shares the policy's trunk).
+    kl_controller:
+        ``adaptive`` (beta × 1.5 when KL > target, ÷ 1.5 when KL < target / 2), ``proportional``
+        (Ziegler et al. 2019) or ``fixed``; see :mod:`retention.messaging.kl_control`.
+    init_kl_coef:
+        Starting beta of the per-token KL penalty ``-beta (log pi - log pi_ref)``.
+    target_kl:
+        Target KL to the reference, per message (nats, summed over tokens).
+    kl_horizon:
+        Horizon of the proportional controller (episodes).
+    missing_eos_penalty:
+        Score (in normalised reward units) that **replaces** the reward model's for a message with
+        no end-of-turn token; None = no penalty (tests of the optimiser only).
+    shield_penalty:
+        Score that replaces the reward model's for a message the shield blocks, so a blocked
+        message never scores above it however the reward model rates it.
+    use_shield:
+        Apply the shield to every reward. Turn off only to test the optimiser on a model that
+        cannot write (every message of the tiny random model is blocked).
+    prompts:
+        Training prompts: Telco *train* customers, each with an offer drawn from the four levels.
+    eval_prompts:
+        Held-out prompts (Telco *test* customers × the four offers, in turn) for the win rates.
+    bootstrap_resamples:
+        Resamples of the win rates' 95 % bootstrap intervals.
+    seed:
+        Seed of torch (sampling, value head, adapter) and of the prompt draw.
+
+    Notes
+    -----
+    ``cpu`` budget (estimated the same way as :class:`RewardModelConfig`'s, not measured on the 135M
+    model): an iteration of 16 messages (prompts of 116-123 tokens, messages up to 56) costs about
+    7 s of sampling, 14 s of policy, reference and reward-model forward passes and about 32 s for 2
+    epochs of updates: about 55 s, so 5 iterations about 4.5 min. The held-out evaluation (greedy
+    messages of both generators, the KL estimate, proxy and gold scores on 40 prompts) adds about 2
+    min. With ``train_reward`` that is about 14.5 min on the CPU without bf16 units (the 15-minute
+    budget), about 9 on one with AMX. 80 episodes is very little RL: measure before trusting it.
+    """
+
+    iterations: int = 5
+    batch_size: int = 16
+    mini_batch_size: int = 8
+    ppo_epochs: int = 2
+    learning_rate: float = 2e-4
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: str = "q_proj,v_proj"
+    max_new_tokens: int = 56
+    temperature: float = 0.7
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    kl_controller: str = "adaptive"
+    init_kl_coef: float = 0.1
+    target_kl: float = 4.0
+    kl_horizon: int = 10_000
+    missing_eos_penalty: float | None = -3.0
+    shield_penalty: float = -3.0
+    use_shield: bool = True
+    prompts: int = 80
+    eval_prompts: int = 40
+    bootstrap_resamples: int = 2000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """The composite model at serving time.
 
@@ -454,6 +654,8 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+    ppo_text: PPOTextConfig = field(default_factory=PPOTextConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
@@ -511,12 +713,33 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
             "messaging.eval_prompts": 8,
             "messaging.max_new_tokens": 16,
             "messaging.generation_batch_size": 8,
+            "reward.domain_pairs": 60,
+            "reward.hh_pairs": 8,
+            "reward.oasst_pairs": 4,
+            "reward.eval_hh_pairs": 8,
+            "reward.max_steps": 4,
+            "reward.gold_max_steps": 3,
+            "reward.per_device_train_batch_size": 4,
+            "reward.max_length": 512,  # the tiny tokenizer spells a domain pair in about 100-250 tokens
+            "reward.normalisation_samples": 8,
+            "ppo_text.iterations": 2,
+            "ppo_text.batch_size": 8,
+            "ppo_text.mini_batch_size": 4,
+            "ppo_text.max_new_tokens": 16,
+            "ppo_text.prompts": 16,
+            "ppo_text.eval_prompts": 8,
+            "ppo_text.bootstrap_resamples": 200,
         }
     if profile == "gpu":
         return {"risk.n_trials": 30, "accept.n_trials": 30, "risk.n_jobs": -1, "accept.n_jobs": -1,
                 "ppo.total_timesteps": 10_000_000, "ppo.num_envs": 64, "eval.seeds": 10,
                 "messaging.base_model": "facebook/opt-350m", "messaging.load_in_8bit": True,
-                "messaging.max_steps": 1000, "messaging.sft_examples": 8000, "messaging.eval_prompts": 400}
+                "messaging.max_steps": 1000, "messaging.sft_examples": 8000, "messaging.eval_prompts": 400,
+                "reward.domain_pairs": 8000, "reward.hh_pairs": 4000, "reward.oasst_pairs": 400,
+                "reward.eval_hh_pairs": 800, "reward.max_steps": 1000, "reward.gold_max_steps": 1000,
+                "reward.max_length": 512, "reward.normalisation_samples": 512, "reward.score_batch_size": 64,
+                "ppo_text.iterations": 200, "ppo_text.batch_size": 64, "ppo_text.mini_batch_size": 16,
+                "ppo_text.ppo_epochs": 4, "ppo_text.prompts": 4000, "ppo_text.eval_prompts": 400}
     return {}
 
 

@@ -126,3 +126,62 @@ def gate_generator(metrics: dict[str, float], min_pass_rate: float, min_factual:
     if not metrics["factual_accuracy"] >= min_factual:
         reasons.append(f"factual accuracy {metrics['factual_accuracy']:.3f} < required {min_factual}")
     return Verdict(promote=not reasons, reasons=reasons)
+
+
+@dataclass(frozen=True)
+class GeneratorThresholds:
+    """What a PPO-text version of ``message-generator`` needs to become ``champion``.
+
+    Attributes
+    ----------
+    min_win_rate:
+        Gold-judge win rate over the SFT generator (ties one half).
+    min_win_lower:
+        The lower end of that win rate's 95 % interval must be **above** this.
+    min_pass_rate:
+        Shield pass rate before fallback on held-out prompts.
+    min_factual:
+        Factual accuracy on held-out prompts.
+    max_kl:
+        KL to the SFT generator, nats per message (must be **below** it).
+    """
+
+    min_win_rate: float
+    min_win_lower: float
+    min_pass_rate: float
+    min_factual: float
+    max_kl: float
+
+
+def generator_thresholds(gate_cfg: GateConfig) -> GeneratorThresholds:
+    """The PPO-text gate's thresholds from ``gate.ppo_*`` and ``gate.generator_min_factual``."""
+    return GeneratorThresholds(gate_cfg.ppo_min_win_rate, gate_cfg.ppo_min_win_lower, gate_cfg.ppo_min_pass_rate,
+                               gate_cfg.generator_min_factual, gate_cfg.ppo_max_kl)
+
+
+GENERATOR_METRICS = ("gold_win_rate", "gold_win_rate_low", "shield_pass_rate", "factual_accuracy", "kl_to_sft")
+
+
+def generator_gate(metrics: dict[str, float], thresholds: GeneratorThresholds) -> tuple[bool, list[str]]:
+    """Whether a PPO-text generator may be ``champion``, and every reason it may not.
+
+    ``metrics`` holds ``gold_win_rate`` and ``gold_win_rate_low`` (over SFT, on held-out prompts),
+    ``shield_pass_rate`` (before fallback), ``factual_accuracy`` and ``kl_to_sft``. A missing or NaN
+    metric fails its check.
+    """
+    missing = [k for k in GENERATOR_METRICS if k not in metrics]
+    if missing:
+        return False, [f"missing metric(s) {missing}"]
+    m, t = metrics, thresholds
+    reasons = []
+    if not m["gold_win_rate"] >= t.min_win_rate:
+        reasons.append(f"gold win rate over SFT {m['gold_win_rate']:.3f} < required {t.min_win_rate}")
+    if not m["gold_win_rate_low"] > t.min_win_lower:
+        reasons.append(f"gold win rate 95% lower bound {m['gold_win_rate_low']:.3f} not above {t.min_win_lower}")
+    if not m["shield_pass_rate"] >= t.min_pass_rate:
+        reasons.append(f"shield pass rate before fallback {m['shield_pass_rate']:.3f} < required {t.min_pass_rate}")
+    if not m["factual_accuracy"] >= t.min_factual:
+        reasons.append(f"factual accuracy {m['factual_accuracy']:.3f} < required {t.min_factual}")
+    if not m["kl_to_sft"] < t.max_kl:
+        reasons.append(f"KL to SFT {m['kl_to_sft']:.2f} nats not under the limit {t.max_kl}")
+    return not reasons, reasons

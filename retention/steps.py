@@ -488,11 +488,16 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         risk_run = step("train_risk", {"profile": profile, "data_run_id": data_run})
         accept_run = step("train_accept", {"profile": profile, "data_run_id": data_run})
         sft_run = step("sft", {"profile": profile, "data_run_id": data_run})
+        reward_run = step("train_reward", {"profile": profile, "data_run_id": data_run, "sft_run_id": sft_run,
+                                           "extra_preferences": "none"})
+        ppo_text_run = step("ppo_text", {"profile": profile, "data_run_id": data_run, "sft_run_id": sft_run,
+                                         "reward_run_id": reward_run})
         promote_run = step("promote", {"profile": profile, "risk_run_id": risk_run, "accept_run_id": accept_run})
         policy_run = step("train_policy", {"profile": profile, "data_run_id": data_run, "promote_run_id": promote_run})
         eval_run = step("evaluate_policy", {"profile": profile, "data_run_id": data_run, "policy_run_id": policy_run})
         bundle_run = step("bundle", {"profile": profile, "data_run_id": data_run, "evaluate_run_id": eval_run,
-                                     "sft_run_id": sft_run, "promote_run_id": promote_run})
+                                     "sft_run_id": sft_run, "promote_run_id": promote_run,
+                                     "generator_run_id": ppo_text_run})
         # a first monitoring window: held-out customers decided through the bundle (dry runs), then drift
         from retention.monitoring.steps import demo_traffic
 

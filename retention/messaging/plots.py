@@ -29,3 +29,36 @@ def length_histogram(samples: pd.DataFrame) -> plt.Figure:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+PPO_PANELS = (("rm_score", "reward model score (normalised)"), ("kl", "KL to SFT per message (nats)"),
+              ("beta", "beta (KL coefficient)"), ("shield_pass_rate", "shield pass rate"),
+              ("approx_kl", "approx KL (update)"), ("clipfrac", "clip fraction"), ("entropy", "entropy per token"),
+              ("explained_variance", "explained variance"), ("response_chars", "message length (characters)"))
+
+
+def ppo_curves(history: list[dict[str, float]]) -> plt.Figure:
+    """PPO-text learning curves, one panel per logged quantity, against the iteration."""
+    h = pd.DataFrame(history)
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9))
+    for ax, (key, title) in zip(axes.flat, PPO_PANELS, strict=True):
+        if key in h:
+            ax.plot(h["iteration"], h[key], marker=".")
+        ax.set(title=title, xlabel="iteration")
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_sqrt_kl(history: list[dict[str, float]]) -> plt.Figure:
+    """Reward model score against sqrt(KL) per iteration: the axes of Gao et al.'s over-optimisation plots."""
+    h = pd.DataFrame(history)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if not h.empty:
+        ax.plot(h["sqrt_kl"], h["rm_score"], marker="o", label="proxy RM (training rollouts)")
+        for _, row in h.iloc[[0, -1]].iterrows():
+            ax.annotate(f"it {int(row['iteration'])}", (row["sqrt_kl"], row["rm_score"]))
+    ax.set(title="PPO-text: reward against distance from SFT", xlabel="sqrt(KL to SFT), sqrt(nats)",
+           ylabel="mean proxy RM score")
+    ax.legend()
+    fig.tight_layout()
+    return fig
