@@ -391,7 +391,13 @@ def _generator_requirements() -> list[str]:
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
-    """The ``bundle`` step: compose the champions into ``retention``; champion only if every part is one."""
+    """The ``bundle`` step: compose the champions into ``retention``.
+
+    The composite is ``champion`` when its decision parts (``churn-risk``, ``offer-accept``,
+    ``retention-policy``) are champions. A ``message-generator`` is bundled only if it is a champion;
+    without one the bundle sends the shield's approved templates, which always pass, rather than an
+    ungated generator.
+    """
     import shutil
     import tempfile
     from dataclasses import asdict
@@ -413,6 +419,11 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             try:
                 mv = client.get_model_version_by_alias(name, CHAMPION)
             except mlflow.exceptions.MlflowException:
+                if key == "generator":  # never serve an ungated generator: the approved templates go out
+                    versions[name] = "none (no champion: approved templates only)"
+                    print("bundle: message-generator has no champion version; the bundle sends the approved "
+                          "templates (the generator's gate verdict is on its versions in the registry)")
+                    continue
                 found = client.search_model_versions(f"name='{name}'", order_by=["version_number DESC"],
                                                      max_results=1)
                 if not found:
@@ -452,7 +463,9 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         client.set_model_version_tag("retention", version, "components", json.dumps(versions))
         client.set_model_version_tag("retention", version, "gate.reasons",
                                      f"not champion: {', '.join(missing)} have no champion" if missing
-                                     else "every part is a champion")
+                                     else "every decision part is a champion" + (
+                                         "" if "generator" in artifacts else "; messages: approved templates "
+                                         "(no champion message-generator)"))
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
         service = build_service({k: v for k, v in artifacts.items()})

@@ -96,7 +96,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
     generator = None
-    if with_generator:
+    if with_generator and "generator" in artifacts:  # a bundle without a champion generator sends templates
         gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
         served = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
         generator = Generator(served, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
