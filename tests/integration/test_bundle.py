@@ -70,3 +70,25 @@ def test_score_command_writes_flat_decisions_and_names_the_bad_record(bundle, tm
     assert not (tmp_path / "bad_out.parquet").exists() and not (tmp_path / "b.parquet").exists()
     rules = GuardRules(bundle.cfg.env.fatigue_cap, bundle.cfg.env.cooldown_days, bundle.cfg.env.contact_cost)
     assert ContactLedger(env["RETENTION_LEDGER_URL"], rules, budget=1.0).summary()["contacts"] == 0
+
+
+def test_without_a_champion_generator_the_bundle_sends_templates(bundle, tmp_path):
+    """An ungated generator is never served: the composite sends the approved templates instead."""
+    from mlflow.tracking import MlflowClient
+
+    from retention import steps
+
+    with within(bundle.home, {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}):
+        client = MlflowClient()
+        generator = client.get_model_version_by_alias("message-generator", "champion").version
+        composite = client.get_model_version_by_alias("retention", "champion").version
+        client.delete_registered_model_alias("message-generator", "champion")
+        try:
+            steps.bundle(bundle.cfg, {"profile": "smoke"}, progress=False)
+            new = client.get_model_version_by_alias("retention", "champion")
+            assert new.version != composite and "templates" in new.tags["gate.reasons"]
+            out = mlflow.pyfunc.load_model(f"models:/retention/{new.version}").predict(pd.DataFrame([CUSTOMER]))
+            assert out.iloc[0]["decision"]["contact"] and out.iloc[0]["message_source"] == "template"
+        finally:  # the other tests serve the original champion
+            client.set_registered_model_alias("message-generator", "champion", generator)
+            client.set_registered_model_alias("retention", "champion", composite)
