@@ -39,7 +39,7 @@ from torch import nn
 
 from retention.messaging.preferences import reply, reward_prompt
 from retention.messaging.prompts import MessageFacts, facts_from_record
-from retention.messaging.sft import _LossLogger
+from retention.messaging.sft import _LossLogger, machine_args
 
 INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct", "message")
 REQUIRED_COLUMNS = ("name", "offer_pct", "message")
@@ -209,15 +209,7 @@ def train_reward_model(model, tokenizer, pairs: pd.DataFrame, cfg, settings: dic
             logging_steps=max(1, max_steps // 20),
             max_length=cfg.max_length,
             center_rewards_coefficient=cfg.center_rewards_coefficient,
-            bf16=bool(settings["bf16"]),
-            fp16=False,
-            gradient_checkpointing=bool(settings["gradient_checkpointing"]),
-            save_strategy="no",
-            report_to="none",
-            seed=cfg.seed,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=not progress,
+            **machine_args(settings, cfg.seed, progress),
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=[_LossLogger(log, history)])

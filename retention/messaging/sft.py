@@ -56,6 +56,15 @@ def training_settings(cfg: MessagingConfig) -> dict[str, object]:
             "torch_threads": resolve_threads(cfg.torch_threads, "messaging.torch_threads")}
 
 
+def machine_args(settings: dict, seed: int, progress: bool) -> dict:
+    """The trainer arguments every LM training here shares (SFT, reward models): precision from
+    :func:`training_settings`, the CPU when there is no CUDA, no checkpoints saved, no reporting."""
+    return {"bf16": bool(settings["bf16"]), "fp16": False,
+            "gradient_checkpointing": bool(settings["gradient_checkpointing"]), "save_strategy": "no",
+            "report_to": "none", "seed": seed, "use_cpu": not torch.cuda.is_available(),
+            "dataloader_num_workers": 0, "disable_tqdm": not progress}
+
+
 def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | None = None,
               progress: bool = True) -> SFTResult:
     """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``."""
@@ -79,16 +88,8 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
             warmup_steps=max(1, cfg.max_steps // 20),
             logging_steps=max(1, cfg.max_steps // 30),
             max_length=cfg.max_length,
-            bf16=settings["bf16"],
-            fp16=settings["fp16"],
-            gradient_checkpointing=settings["gradient_checkpointing"],
             completion_only_loss=True,
-            save_strategy="no",
-            report_to="none",
-            seed=cfg.seed,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=not progress,
+            **machine_args(settings, cfg.seed, progress),
         )
         trainer = SFTTrainer(model=peft_model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              callbacks=[_LossLogger(log, history)])

@@ -3,7 +3,8 @@
 Against a real `mlflow models serve` and a sqlite ledger. What must hold afterwards: no overspend,
 no customer contacted twice inside the cooldown, no booking without its committed response, one
 answer per request id (before the crash, during the burst and on replay alike), and no answer
-carrying another customer's data.
+carrying another customer's data. The inference log, written in the same transaction, agrees with
+the ledger afterwards.
 """
 
 from __future__ import annotations
@@ -114,8 +115,18 @@ def test_kill_minus_nine_mid_burst_leaves_the_ledger_consistent(bundle):
             "SELECT customer_id, COUNT(*) FROM decisions WHERE contact GROUP BY customer_id").all()
         unbacked = conn.exec_driver_sql("SELECT COUNT(*) FROM decisions WHERE contact AND response IS NULL").scalar()
         booked = conn.exec_driver_sql("SELECT COALESCE(SUM(reserved_cost), 0) FROM decisions WHERE contact").scalar()
+        # the inference log is written in the booking's transaction: every recorded decision has its log row
+        unlogged = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM decisions d WHERE NOT EXISTS (SELECT 1 FROM inference_log l "
+            "WHERE l.request_id = d.request_id AND NOT l.replayed)").scalar()
+        logged_contacts = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM inference_log WHERE contact AND NOT replayed AND NOT dry_run").scalar()
+        leaked = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM inference_log WHERE customer_key LIKE 'CRASH-%'").scalar()
     assert all(n == 1 for _, n in per_customer)  # nobody twice inside the cooldown
     assert unbacked == 0  # every booking has its committed response
     assert booked == pytest.approx(summary["budget_spent"])
+    assert unlogged == 0 and logged_contacts == len(per_customer)  # log and ledger agree after the crash
+    assert leaked == 0  # the log holds keyed hashes, not customer ids
     contacted = {a[0]["customer_id"] for a in answers.values() if a[0]["decision"]["contact"]}
     assert contacted == {c for c, _ in per_customer}  # a booking iff a committed response says contact
