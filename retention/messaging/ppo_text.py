@@ -407,21 +407,31 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
     return result
 
 
-@torch.no_grad()
-def sample_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
-                    batch_size: int = 16, seed: int = 0, bf16: bool = False) -> list[str]:
-    """Sampled messages (as in a rollout) for ``facts``, e.g. the SFT samples that fix a reward normalisation."""
+def _sampled_batches(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
+                    batch_size: int, seed: int, bf16: bool):
+    """Sample ``facts`` batch by batch as a rollout does; yields ``(query, query_mask, response,
+    response_mask)``, with the caller's body still inside the batch's autocast (for bf16)."""
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     model.eval()
-    texts: list[str] = []
     for lo in range(0, len(facts), batch_size):
         query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, facts[lo:lo + batch_size]))
         with autocast():
             response, response_mask, _ = sample(model, query, query_mask, max_new_tokens, temperature, eos, pad,
                                                 generator)
+            yield query, query_mask, response, response_mask
+
+
+@torch.no_grad()
+def sample_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
+                    batch_size: int = 16, seed: int = 0, bf16: bool = False) -> list[str]:
+    """Sampled messages (as in a rollout) for ``facts``, e.g. the SFT samples that fix a reward normalisation."""
+    eos = stop_tokens(tokenizer)
+    texts: list[str] = []
+    for _, _, response, response_mask in _sampled_batches(model, tokenizer, facts, max_new_tokens, temperature,
+                                                          batch_size, seed, bf16):
         texts += decode(tokenizer, response, response_mask, eos)
     return texts
 
@@ -434,19 +444,11 @@ def kl_to_reference(policy, tokenizer, facts: Sequence[MessageFacts], cfg: PPOTe
     The sum over each sampled message's tokens of ``log pi - log pi_ref`` (logits / temperature), the
     same estimate training uses, here on ``facts`` (held-out prompts, for the gate).
     """
-    eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
-    device = next(policy.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    policy.eval()
     out: list[float] = []
-    for lo in range(0, len(facts), batch_size):
-        query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, facts[lo:lo + batch_size]))
-        with autocast():
-            response, response_mask, _ = sample(policy, query, query_mask, cfg.max_new_tokens, cfg.temperature, eos,
-                                                pad, generator)
-            logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
-            with policy.disable_adapter():
-                ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
+    for query, query_mask, response, response_mask in _sampled_batches(
+            policy, tokenizer, facts, cfg.max_new_tokens, cfg.temperature, batch_size, seed, bf16):
+        logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
+        with policy.disable_adapter():
+            ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
         out.extend(((logprobs - ref_logprobs).float() * response_mask).sum(1).cpu().tolist())
     return np.asarray(out)
