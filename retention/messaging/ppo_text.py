@@ -161,15 +161,18 @@ def forward_pass(model, query: torch.Tensor, query_mask: torch.Tensor, response:
     width = response.shape[1]
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1,
                 output_hidden_states=value_head is not None, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature  # position i predicts response token i
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, response[..., None]).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    values = None
-    if value_head is not None:
-        hidden = out.hidden_states[-1][:, -width - 1:-1].float()
-        values = value_head(hidden)  # the value loss also trains the shared trunk
+    # The heads run in float32 even under bf16 autocast: PPO's ratios exp(logp - logp_old) and the value
+    # loss need more than bf16's 8 bits of mantissa.
+    with torch.autocast(ids.device.type, enabled=False):
+        logits = out.logits[:, :-1].float() / temperature  # position i predicts response token i
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logprobs = logp_all.gather(-1, response[..., None]).squeeze(-1)
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        values = None
+        if value_head is not None:
+            hidden = out.hidden_states[-1][:, -width - 1:-1].float()
+            values = value_head(hidden)  # the value loss also trains the shared trunk
     return logprobs, entropy, values
 
 

@@ -421,3 +421,23 @@ def test_review_sheet_round_trip(tmp_path):
     cfg = _reward_cfg(domain_pairs=40, hh_pairs=2, oasst_pairs=0, eval_hh_pairs=0)
     sets = build_preference_sets(_customers(), _hh(8, "t"), _oasst(2), _hh(2, "e"), cfg, extra=back)
     assert (sets.proxy["source"] == "human").sum() == 4 and "human" not in set(sets.gold["source"])
+
+
+def test_ppo_text_runs_under_bf16_autocast_with_float32_heads(one_thread):
+    """CPUs with bf16 units resolve the dtype to bf16; the PPO maths must still run in float32."""
+    from retention.messaging.ppo_text import encode_prompts, forward_pass, train_ppo_text
+    from retention.messaging.ppo_text import ValueHead
+
+    model, tok = load_base_model("tiny-random")
+    facts = [facts_from_record({"name": n, "tenure": t}, p) for n, t, p in [("Maria", 3, 5), ("Li", 40, 0)]]
+    query, qmask = encode_prompts(tok, facts)
+    head = ValueHead(model.config.hidden_size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logprobs, entropy, values = forward_pass(model, query, qmask, query[:, -3:], qmask[:, -3:], 1.0, head)
+    assert logprobs.dtype == entropy.dtype == values.dtype == torch.float32
+
+    cfg = PPOTextConfig(iterations=2, batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
+                        missing_eos_penalty=None, use_shield=False, seed=0)
+    result = train_ppo_text(model, tok, lambda _f, texts: [float(len(t)) for t in texts], facts, cfg, progress=False,
+                            bf16=True)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["explained_variance"])
