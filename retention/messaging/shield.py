@@ -209,6 +209,7 @@ class Shield:
         self._neutral = {w.lower() for w in r["greeting"]["neutral"]}
         self._not_names = {n.lower() for n in r["not_names"]}
         self._quiet = tuple(time.fromisoformat(r["quiet_hours"][k]) for k in ("start", "end"))
+        self._usable_names: dict[str, str] = {}  # memo of usable_name
         for pct in OFFER_PERCENTAGES:  # the fallback can never fail: check it now, not at request time
             bad = self.check(self.template("", pct), "", pct)
             if bad:
@@ -221,7 +222,22 @@ class Shield:
 
     # ------------------------------------------------------------------ names
     def usable_name(self, name: Any) -> str:
-        """``name`` if it is a plausible personal name the rules can greet with, else ""."""
+        """``name`` if it is a plausible personal name the rules can greet with, else "".
+
+        Answers are memoised per shield (names repeat: serving checks every request's name, and the
+        check runs a dozen lexicon patterns); the memo is cleared when it reaches 100,000 names.
+        """
+        if not isinstance(name, str):
+            return ""
+        memo = self._usable_names
+        found = memo.get(name)
+        if found is None:
+            if len(memo) >= 100_000:
+                memo.clear()
+            found = memo[name] = self._usable_name(name)
+        return found
+
+    def _usable_name(self, name: str) -> str:
         clean = safe_name(name)
         if not clean:
             return ""

@@ -371,3 +371,31 @@ def test_the_drift_step_logs_reports_and_keeps_no_identifiers(tracking, telco, r
     assert "no decisions were logged" in err and "Traceback" not in err
     assert main(["drift", "--profile", "smoke", "--ledger-url", f"sqlite:///{tracking / 'nowhere.db'}"]) == 2
     assert "no ledger database" in capsys.readouterr().err
+
+
+def test_the_fast_sqlite_log_insert_stores_exactly_what_sqlalchemy_core_stores():
+    """``inference_log.write`` bypasses Core's per-row parameters on sqlite; the stored rows must not differ."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, insert
+
+    from retention.serving import inference_log as L
+    from retention.serving.ledger import metadata
+
+    features = {c: (1.5 if c in L.RISK_NUMERIC else "Yes") for c in L.FEATURE_COLUMNS}
+    features["tenure"] = None  # a missing value
+    row = {"logged_at": datetime(2026, 11, 25, 12, 30, 1, 250, tzinfo=UTC), "request_id": "r-1",
+           "customer_key": "k" * 64, "bundle_run_id": None, "model_versions": '{"churn-risk": "3"}', "dry_run": True,
+           "replayed": False, "churn_risk": 0.25, "contact": True, "offer_level": 2, "delay_days": 3,
+           "message_source": "template", "shield_passed": False, "shield_violations": '{"missing_name": 1}',
+           **features, **{f"accept_{k}": 0.1 * k for k in range(L.OFFERS)}}
+    frames = []
+    for fast in (False, True):
+        engine = create_engine("sqlite://")
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            L.write(conn, [row, {**row, "request_id": None}]) if fast else conn.execute(
+                insert(L.inference_log), [row, {**row, "request_id": None}])
+        frames.append(L.read_window(engine, start=datetime(2026, 11, 25, tzinfo=UTC)))
+    assert len(frames[0]) == 2
+    pd.testing.assert_frame_equal(frames[0], frames[1])

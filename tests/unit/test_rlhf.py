@@ -425,8 +425,7 @@ def test_review_sheet_round_trip(tmp_path):
 
 def test_ppo_text_runs_under_bf16_autocast_with_float32_heads(one_thread):
     """CPUs with bf16 units resolve the dtype to bf16; the PPO maths must still run in float32."""
-    from retention.messaging.ppo_text import encode_prompts, forward_pass, train_ppo_text
-    from retention.messaging.ppo_text import ValueHead
+    from retention.messaging.ppo_text import ValueHead, encode_prompts, forward_pass, train_ppo_text
 
     model, tok = load_base_model("tiny-random")
     facts = [facts_from_record({"name": n, "tenure": t}, p) for n, t, p in [("Maria", 3, 5), ("Li", 40, 0)]]
