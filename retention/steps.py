@@ -55,6 +55,15 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")
         yield run
+    _mirror_stages(entry_point, run.info.run_id)
+
+
+def _mirror_stages(entry_point: str, run_id: str) -> None:
+    """After a step: mirror the registry's aliases into stages (champion -> Production, challenger -> Staging)."""
+    from retention.registry import mirror_all
+
+    for t in mirror_all(why=f"after step {entry_point}, run {run_id}"):
+        print(f"[registry] {t.name} v{t.version}: {t.from_stage} -> {t.to_stage}")
 
 
 def _log_report(report) -> None:
