@@ -145,6 +145,25 @@ def use_wal(cursor, attempts: int = 100, pause_s: float = 0.05) -> None:
             time.sleep(pause_s * (1 + attempt % 4))
 
 
+SCHEMA_LOCK_KEY = 7_311_982_417  # any constant: the Postgres advisory lock that serialises schema creation
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the ledger's tables (and the inference log's, same metadata) if missing; safe to race.
+
+    Postgres's ``CREATE TABLE IF NOT EXISTS`` is not safe when several processes create the same
+    table at once (one fails with a unique violation on ``pg_type``), as Spark executors or serving
+    workers starting together on an empty database do. So on Postgres the creation runs under a
+    transaction-scoped advisory lock. sqlite serialises writers itself (``BEGIN IMMEDIATE``).
+    """
+    if engine.dialect.name != "postgresql":
+        metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        metadata.create_all(conn)
+
+
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -187,7 +206,7 @@ class ContactLedger:
         self.engine = self._engine(url)
         import retention.serving.inference_log  # noqa: F401, PLC0415 - its tables live in this database too
 
-        metadata.create_all(self.engine)
+        create_schema(self.engine)
         try:
             with self.engine.begin() as conn:
                 found = conn.execute(select(campaigns.c.name).where(campaigns.c.name == campaign)).first()

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from retention.policy.guard import GuardRules
-from retention.serving.ledger import Booking, ContactLedger, decisions
+from retention.serving.ledger import Booking, ContactLedger, create_schema, decisions
 
 RULES = GuardRules(fatigue_cap=2, cooldown_days=7, contact_cost=0.1)
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -161,3 +161,33 @@ def test_the_same_request_sent_twice_at_once_gets_one_answer(ledger_url):
         t.join()
     assert all(len(a) == 2 and a[0] == a[1] and a[0]["contact"] for a in answers.values())
     assert ContactLedger(ledger_url, RULES, budget=50.0).summary()["contacts"] == 10
+
+
+
+def test_workers_starting_together_on_an_empty_database_all_create_the_schema(ledger_url):
+    """Spark executors / serving workers create the tables at the same moment on an empty database.
+
+    On Postgres a plain ``metadata.create_all`` from 8 connections released together fails with a
+    unique violation on ``pg_type`` in practice every time; :func:`create_schema` must not.
+    """
+    engines = [ContactLedger._engine(ledger_url) for _ in range(8)]
+    for e in engines:
+        e.connect().close()  # connected before the barrier, so the DDL itself races
+    barrier, errors = threading.Barrier(len(engines)), []
+
+    def go(engine):
+        barrier.wait()
+        try:
+            create_schema(engine)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=go, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in engines:
+        e.dispose()
+    assert errors == []
+    assert ContactLedger(ledger_url, RULES, budget=BUDGET).summary()["contacts"] == 0
