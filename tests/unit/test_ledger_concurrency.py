@@ -191,3 +191,18 @@ def test_workers_starting_together_on_an_empty_database_all_create_the_schema(le
         e.dispose()
     assert errors == []
     assert ContactLedger(ledger_url, RULES, budget=BUDGET).summary()["contacts"] == 0
+
+
+def test_numpy_values_from_the_service_are_stored(ledger_url):
+    """The service hands numpy scalars (costs, levels, scores); psycopg2 once wrote them as `np.float64(...)`."""
+    import numpy as np
+
+    ledger = ContactLedger(ledger_url, RULES, budget=BUDGET)
+    response = _response("n1", "np-1", level=1)
+    response["decision"]["offer_level"] = np.int64(2)
+    response["metadata"]["churn_risk"] = np.float64(0.7)
+    got = ledger.commit([Booking("n1", "np-1", response, np.float64(2.5), np.float32(0.4))], NOW)[0]
+    assert got["decision"]["contact"]
+    assert ledger.summary()["budget_spent"] == pytest.approx(2.5)
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(decisions.c.offer_level, decisions.c.reserved_cost)).one() == (2, 2.5)
