@@ -45,10 +45,14 @@ def _response(cid: str, rid: str) -> dict:
                          "warnings": [], "dry_run": False, "replayed": False}}
 
 
-def _worker(url: str, proc: int, threads: int, per_thread: int, batch: int, budget: float) -> float:
-    def body(t: int) -> None:
-        ledger = ContactLedger(url, RULES, budget=budget)
+def _worker(url: str, proc: int, threads: int, per_thread: int, batch: int, budget: float,
+            start_at: float) -> tuple[float, float]:
+    """Open one engine per thread, wait until ``start_at`` (wall clock), commit; return (first, last) time."""
+    ledgers = [ContactLedger(url, RULES, budget=budget) for _ in range(threads)]
+    plans = []
+    for t in range(threads):
         rng = random.Random(proc * 1000 + t)
+        plan = []
         for b in range(per_thread // batch):
             day = rng.choice((0, 8, 16, 24))
             bookings = []
@@ -56,27 +60,36 @@ def _worker(url: str, proc: int, threads: int, per_thread: int, batch: int, budg
                 cid = f"c{rng.randrange(5000)}"
                 rid = f"p{proc}-t{t}-{b}-{i}" if rng.random() > 0.05 else f"dup-{rng.randrange(200)}-{cid}"
                 bookings.append(Booking(cid, rid, _response(cid, rid), 2.0))
-            ledger.commit(bookings, NOW + timedelta(days=day))
-        ledger.engine.dispose()
+            plan.append((bookings, NOW + timedelta(days=day)))
+        plans.append(plan)
 
-    start = time.perf_counter()
+    def body(t: int) -> None:
+        for bookings, when in plans[t]:
+            ledgers[t].commit(bookings, when)
+
+    time.sleep(max(0.0, start_at - time.time()))  # every process starts committing at the same moment
+    first = time.time()
     pool = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
     for th in pool:
         th.start()
     for th in pool:
         th.join()
-    return time.perf_counter() - start
+    last = time.time()
+    for ledger in ledgers:
+        ledger.engine.dispose()
+    return first, last
 
 
 def run(url: str, processes: int, threads: int, requests: int, batch: int) -> tuple[float, dict]:
     budget = requests * 1.0  # about half the worst-case demand: the budget runs out during the run
-    ContactLedger(url, RULES, budget=budget)
+    ContactLedger(url, RULES, budget=budget).engine.dispose()
     per_thread = max(batch, requests // (processes * threads))
     ctx = mp.get_context("spawn")
     with ctx.Pool(processes) as pool:
-        start = time.perf_counter()
-        pool.starmap(_worker, [(url, p, threads, per_thread, batch, budget) for p in range(processes)])
-        wall = time.perf_counter() - start
+        start_at = time.time() + 8.0  # after the workers' imports
+        spans = pool.starmap(_worker, [(url, p, threads, per_thread, batch, budget, start_at)
+                                       for p in range(processes)])
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
     summary = ContactLedger(url, RULES, budget=budget).summary()
     assert summary["budget_spent"] <= budget + 1e-6, summary
     n = processes * threads * (per_thread // batch) * batch
