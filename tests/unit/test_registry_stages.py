@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -26,11 +28,32 @@ from retention.registry import (
 )
 
 
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty, migrated sqlite tracking store, made once: each test gets a copy (creating one takes seconds)."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_registered_models()
+    return path
+
+
 @pytest.fixture
-def client(tracking, monkeypatch):
+def client(tmp_path, monkeypatch, empty_store):
     """A registry with model 'm': v1 passed, v2 failed, v3 passed its gate (no aliases yet)."""
+    import mlflow
+
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "registry-test")
     monkeypatch.setenv("RETENTION_ACTOR", "ana@example.org")
-    c = MlflowClient()
+    old_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield _registry(MlflowClient(), tmp_path)
+    mlflow.set_tracking_uri(old_uri)
+
+
+def _registry(c: MlflowClient, tracking: Path) -> MlflowClient:
     c.create_registered_model("m")
     for verdict in ("promoted", "rejected", "promoted"):
         mv = c.create_model_version("m", source=f"file://{tracking}/src")
