@@ -181,6 +181,19 @@ def write_dry_run(step: str, spec: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def custom_job(step: str, spec: dict[str, Any], project: str, region: str, bucket: str, credentials=None):
+    """The ``aiplatform.CustomJob`` that :func:`submit` sends (built offline; nothing is contacted)."""
+    if not project:
+        raise VertexError("no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT")
+    from google.cloud import aiplatform
+
+    as_proto(spec)
+    return aiplatform.CustomJob(display_name=display_name(step), worker_pool_specs=spec["worker_pool_specs"],
+                                base_output_dir=spec["base_output_directory"]["output_uri_prefix"],
+                                project=project, location=region, staging_bucket=f"gs://{bucket}",
+                                credentials=credentials)
+
+
 def submit(step: str, spec: dict[str, Any], project: str, region: str, bucket: str,
            poll_s: float = 30.0, sync: bool = True, log=print):
     """Submit ``spec`` with google-cloud-aiplatform and follow its state until it ends (when ``sync``).
@@ -188,21 +201,17 @@ def submit(step: str, spec: dict[str, Any], project: str, region: str, bucket: s
     Needs Application Default Credentials (``gcloud auth application-default login``) and a project.
     Returns the ``CustomJob``; raises :class:`VertexError` when it does not succeed.
     """
-    if not project:
-        raise VertexError("no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT")
-    from google.cloud import aiplatform
-
-    as_proto(spec)
-    aiplatform.init(project=project, location=region, staging_bucket=f"gs://{bucket}")
-    job = aiplatform.CustomJob(display_name=display_name(step), worker_pool_specs=spec["worker_pool_specs"],
-                               base_output_dir=spec["base_output_directory"]["output_uri_prefix"])
-    job.submit(service_account=spec.get("service_account") or None)
+    job = custom_job(step, spec, project, region, bucket)
+    scheduling = spec.get("scheduling", {})
+    job.submit(service_account=spec.get("service_account") or None,
+               timeout=int(str(scheduling.get("timeout", "86400s")).rstrip("s")),
+               restart_job_on_worker_restart=bool(scheduling.get("restart_job_on_worker_restart", False)))
     log(f"vertex: {step} submitted as {job.resource_name}")
     if not sync:
         return job
     state = None
     while True:
-        current = job.state.name if hasattr(job.state, "name") else str(job.state)
+        current = job.state.name  # each read fetches the job again
         if current != state:
             log(f"vertex: {step} {current}")
             state = current

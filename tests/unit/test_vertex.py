@@ -118,3 +118,17 @@ def test_cli_dry_run_writes_a_spec_per_step(tmp_path, capsys, monkeypatch):
     assert main(["vertex", "submit", "data", "--dry-run"]) == 8
     err = capsys.readouterr().err
     assert "--tracking-uri" in err and "Traceback" not in err
+
+
+def test_the_sdk_job_that_would_be_submitted_carries_the_same_spec():
+    """aiplatform.CustomJob built offline (anonymous credentials): its job_spec is our validated spec."""
+    from google.auth.credentials import AnonymousCredentials
+
+    from retention.cloud.vertex import custom_job
+
+    spec = job_spec("train_reward", OPTS)
+    job = custom_job("train_reward", spec, "proj", "europe-west4", OPTS.bucket, credentials=AnonymousCredentials())
+    assert job.job_spec.worker_pool_specs == as_proto(spec).worker_pool_specs
+    assert job.job_spec.base_output_directory.output_uri_prefix == "gs://proj-retention/vertex/train_reward"
+    with pytest.raises(VertexError, match="--project"):
+        custom_job("data", job_spec("data", OPTS), "", "europe-west4", OPTS.bucket)
