@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
 
-.PHONY: venv run test serve ui monitor lint clean help
+.PHONY: venv run test serve ui monitor lint clean help tracking-server image image-cuda vertex-dry-run
 
 help:
 	@echo "make run    - install (once) and run the whole pipeline: mlflow run . -e main"
@@ -23,6 +23,9 @@ help:
 	@echo "make ui     - MLflow UI on $(HOST):5000"
 	@echo "make monitor - Evidently UI on $(HOST):8000 (the drift snapshots in monitoring/workspace)"
 	@echo "make lint   - ruff check"
+	@echo "make tracking-server - mlflow server on Postgres + GCS (local: throwaway cluster + emulator) on $(HOST):$(TRACKING_PORT)"
+	@echo "make image / image-cuda - build the Vertex AI job images (IMAGE=REGION-docker.pkg.dev/PROJECT/retention/retention:TAG)"
+	@echo "make vertex-dry-run - write every step's Vertex AI CustomJob spec to vertex-jobs/ (nothing submitted)"
 
 # Idempotent: re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -56,3 +59,27 @@ lint: venv
 
 clean:
 	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache
+
+# --- at scale (README, "At scale") ----------------------------------------------------------------
+TRACKING_PORT ?= 5000
+BUCKET ?= retention-mlflow
+IMAGE ?= retention:local
+
+# mlflow server with a Postgres backend store and artifacts proxied to gs://$(BUCKET)/mlflow. Locally:
+# a throwaway Postgres cluster (Debian packages, installed with apt-get when missing and run as the
+# `postgres` user when you are root) and gcp-storage-emulator; Ctrl-C stops and deletes both.
+# BACKEND_STORE_URI=postgresql+psycopg2://... uses an existing database instead (e.g. Cloud SQL).
+tracking-server: venv
+	$(BIN)/python -m retention.cloud.stack --port $(TRACKING_PORT) --bucket $(BUCKET)
+
+image:
+	docker build -t $(IMAGE) .
+
+image-cuda:
+	docker build -f Dockerfile.cuda -t $(IMAGE)-cuda .
+
+# VERTEX_TRACKING_URI: the tracking server the jobs log to (https://...); IMAGE: the pushed image.
+VERTEX_TRACKING_URI ?=
+vertex-dry-run: venv
+	$(BIN)/retention vertex pipeline --dry-run --out vertex-jobs --image "$(IMAGE)" --bucket "$(BUCKET)" \
+		--tracking-uri "$(VERTEX_TRACKING_URI)"

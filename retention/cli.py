@@ -308,6 +308,35 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }
+
+
+# --- scale-out command groups: `retention registry ...`, `retention vertex ...` (retention/cloud/) --------------
+def _registry_group(p: argparse.ArgumentParser) -> None:
+    from retention.cloud.registry_cli import add_registry_commands
+
+    add_registry_commands(p)
+
+
+def cmd_registry(args: argparse.Namespace) -> int | None:
+    return args.registry_func(args)
+
+
+def _vertex_group(p: argparse.ArgumentParser) -> None:
+    from retention.cloud.vertex_cli import add_vertex_commands
+
+    add_vertex_commands(p)
+
+
+def cmd_vertex(args: argparse.Namespace) -> int | None:
+    return args.vertex_func(args)
+
+
+COMMANDS["registry"] = (cmd_registry, "stage transitions: status, transition, rollback, copy, sync (aliases stay "
+                        "the source of truth; stages mirror them)", [_registry_group])
+COMMANDS["vertex"] = (cmd_vertex, "run steps as Vertex AI custom jobs: submit STEP [--gpu] [--dry-run], pipeline",
+                      [_vertex_group])
+# --- end of scale-out command groups ----------------------------------------------------------------------------
+
 # Commands whose exit codes are a contract for schedulers: every error exits with this code.
 ERROR_EXIT = {"drift": 2}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,23 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")
         yield run
+    _mirror_stages(entry_point, run.info.run_id)
+
+
+def _mirror_stages(entry_point: str, run_id: str) -> None:
+    """After a step: mirror the registry's aliases into stages (champion -> Production, challenger -> Staging)."""
+    from mlflow.exceptions import MlflowException
+
+    from retention.registry import mirror_all
+
+    try:
+        moved = mirror_all(why=f"after step {entry_point}, run {run_id}")
+    except MlflowException as exc:  # the step's own work is done and logged: say so, do not fail it
+        print(f"[registry] warning: stages not mirrored ({exc.message.splitlines()[0]}); "
+              "run `retention registry sync`", file=sys.stderr)
+        return
+    for t in moved:
+        print(f"[registry] {t.name} v{t.version}: {t.from_stage} -> {t.to_stage}")
 
 
 def _log_report(report) -> None:

@@ -71,3 +71,27 @@ def raw_dir(tmp_path, mirror) -> Path:
     shutil.copy(mirror / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv", d / "telco")
     shutil.copy(mirror / "bank" / "bank-additional-full.csv.gz", d / "bank")
     return d
+
+
+# ----------------------------------------------------------------------------- a real Postgres server
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (retention/cloud/postgres.py).
+
+    Uses the machine's Debian packages; when they are missing it installs them with apt-get (as
+    root) or fails with the command to run. Stopped and deleted at the end of the session.
+    """
+    from retention.cloud.postgres import LocalPostgres
+
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request, tmp_path) -> str:
+    """A fresh, empty ledger database: sqlite in tmp_path, or a new database on the session's Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"ledger_{abs(hash(request.node.nodeid)) % 10**9}")

@@ -145,6 +145,39 @@ def use_wal(cursor, attempts: int = 100, pause_s: float = 0.05) -> None:
             time.sleep(pause_s * (1 + attempt % 4))
 
 
+def adapt_numpy_for_psycopg2() -> None:
+    """Let psycopg2 write numpy scalars (the service's costs, features and scores are numpy values).
+
+    Without this psycopg2 renders ``np.float64(2.0)`` by its repr and Postgres rejects the statement
+    (``schema "np" does not exist``); sqlite's driver accepts them. Registered once per process.
+    """
+    import numpy as np
+    from psycopg2.extensions import adapt, register_adapter
+
+    for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+              np.uint32, np.uint64, np.bool_):
+        register_adapter(t, lambda v: adapt(v.item()))
+
+
+SCHEMA_LOCK_KEY = 7_311_982_417  # any constant: the Postgres advisory lock that serialises schema creation
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the ledger's tables (and the inference log's, same metadata) if missing; safe to race.
+
+    Postgres's ``CREATE TABLE IF NOT EXISTS`` is not safe when several processes create the same
+    table at once (one fails with a unique violation on ``pg_type``), as Spark executors or serving
+    workers starting together on an empty database do. So on Postgres the creation runs under a
+    transaction-scoped advisory lock. sqlite serialises writers itself (``BEGIN IMMEDIATE``).
+    """
+    if engine.dialect.name != "postgresql":
+        metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        metadata.create_all(conn)
+
+
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -187,7 +220,7 @@ class ContactLedger:
         self.engine = self._engine(url)
         import retention.serving.inference_log  # noqa: F401, PLC0415 - its tables live in this database too
 
-        metadata.create_all(self.engine)
+        create_schema(self.engine)
         try:
             with self.engine.begin() as conn:
                 found = conn.execute(select(campaigns.c.name).where(campaigns.c.name == campaign)).first()
@@ -200,6 +233,8 @@ class ContactLedger:
     @staticmethod
     def _engine(url: str) -> Engine:
         if not url.startswith("sqlite"):
+            if url.startswith("postgresql"):
+                adapt_numpy_for_psycopg2()
             return create_engine(url, pool_pre_ping=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 

@@ -55,8 +55,8 @@ def test_spark_udf_decides_like_the_in_process_model(bundle, spark, tmp_path):
     assert all(isinstance(json.loads(w), list) for w in rows["warnings"])
 
 
-def test_spark_partitions_share_the_ledger_budget_and_cooldown(bundle, spark, tmp_path):
-    ledger_url = f"sqlite:///{tmp_path / 'spark-ledger.db'}"
+def test_spark_partitions_share_the_ledger_budget_and_cooldown(bundle, spark, ledger_url):
+    """Parametrised by the ``ledger_url`` fixture: a sqlite file, and a database on a real Postgres server."""
     customers = pd.concat([_customers(bundle, 60)] * 2, ignore_index=True)  # everyone twice, in both partitions
     with within(bundle.home, bundle.env):
         frame = spark.createDataFrame(customers).repartition(2)

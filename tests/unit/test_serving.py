@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -118,45 +117,7 @@ def test_full_responses_are_pruned_after_the_retention_period(ledger):
     assert ledger.states(["a"], NOW + timedelta(days=8))[0]["a"].fatigue_count == 1  # the rules still see it
 
 
-def test_concurrent_commits_never_overspend_or_double_contact(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.db'}"
-    ContactLedger(url, RULES, budget=50.0)
-    results = []
-
-    def worker(i):
-        own = ContactLedger(url, RULES, budget=50.0)  # a separate engine, as another worker process would have
-        for j in range(10):
-            cid = f"c{j % 5}"
-            results.append((cid, book(own, cid, 1, 3.0, NOW, rid=f"w{i}-{j}")["decision"]["contact"]))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    summary = ContactLedger(url, RULES, budget=50.0).summary()
-    assert summary["budget_spent"] <= 50.0 + 1e-9
-    assert sorted(c for c, contacted in results if contacted) == ["c0", "c1", "c2", "c3", "c4"]
-    assert summary["contacts"] == 5
-
-
-def test_the_same_request_sent_twice_at_once_gets_one_answer(tmp_path):
-    url = f"sqlite:///{tmp_path / 'dup.db'}"
-    ContactLedger(url, RULES, budget=50.0)
-    answers: dict[str, list] = {f"r{k}": [] for k in range(10)}
-
-    def worker():
-        own = ContactLedger(url, RULES, budget=50.0)
-        for k in range(10):
-            answers[f"r{k}"].append(book(own, f"c{k}", 1, 3.0, NOW, rid=f"r{k}")["decision"])
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(len(a) == 2 and a[0] == a[1] and a[0]["contact"] for a in answers.values())
-    assert ContactLedger(url, RULES, budget=50.0).summary()["contacts"] == 10
+# The concurrency tests (threads, processes, replays; sqlite and Postgres) are in test_ledger_concurrency.py.
 
 
 class _LockedFirst:
