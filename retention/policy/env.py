@@ -15,7 +15,19 @@ Dynamics (one campaign = one episode)
   current day, and customers whose churn day has come leave the campaign first.
 * Action ``(contact, offer_level, delay)``, a ``MultiDiscrete([2, 4, 8])``. If contacted, the
   customer accepts offer k with probability ``accept[k, c]`` (c = earlier contacts this
-  campaign). The contact costs ``contact_cost``; an accepted offer costs its discount
+  campaign). The draw is the customer's own: its j-th contact of the campaign is answered with
+  the j-th uniform of a stream drawn for that customer when the campaign starts (``u < accept``).
+  So two policies run with the same seed on the same cohort meet the same churners and the same
+  answers, whatever order and however many steps they take (common random numbers).
+  "Accepting" the 0 % offer (a check-in message, no discount) means, in this simulator, that the
+  customer answers the check-in and recommits: they are retained exactly as after a discounted
+  offer, at the cost of the contact alone. Its probability is the acceptance model's at
+  ``offer_level = 0``. That level was learned from a proxy: the Bank campaign's quarter of
+  highest Euribor rates (smallest premium over the market), where a "yes" is a deposit
+  subscription. So the 0 % acceptance is the Bank's subscription rate when the bank offered
+  least, not a measured response to a no-discount message, and where the fitted model barely
+  separates levels 0 and 1, the check-in is accepted about as often as the 5 % offer.
+* The contact costs ``contact_cost``; an accepted offer costs its discount
   (``pct * MonthlyCharges * offer_months``). An accepting customer is **retained**: they will not
   churn and leave the review queue. Otherwise they are reviewed again after ``1 + delay`` days.
 * **Reward** = revenue retained − offer cost (``reward_mode="realized"``, the default).
@@ -23,7 +35,7 @@ Dynamics (one campaign = one episode)
   otherwise have churned. Cost is the contact cost
   plus any discount paid. A prevented churn therefore raises the reward by ``value``; discounts
   given to customers who would have stayed anyway are pure cost. With ``reward_mode="expected"``
-  (training only) a retention pays ``value * P(would churn | still here)`` instead. This has the
+  (training, and scoring in evaluation) a retention pays ``value * P(would churn | still here)`` instead. This has the
   same expectation, since the hidden draw is independent of the policy, and much lower variance.
 * **Constraint costs** are returned separately (``info["cost"]``, order budget, fatigue, cooldown),
   as Safety-Gymnasium does, and are never folded into the reward: the budget overrun (currency
@@ -151,6 +163,7 @@ class CampaignSim:
         self.contacts = np.zeros((e, n), dtype=np.int64)
         self.last_contact = np.full((e, n), -NEVER_CONTACTED, dtype=np.int64)
         self.next_review = np.zeros((e, n), dtype=np.int64)
+        self.accept_u = np.zeros((e, n, env.horizon_days + 1))
         self.day = np.zeros(e, dtype=np.int64)
         self.cur = np.zeros(e, dtype=np.int64)
         self.budget = np.zeros(e)
@@ -170,6 +183,7 @@ class CampaignSim:
             self.members[e] = members
             self.would_churn[e] = self.rng.random(n) < self.pool.churn_risk[members]
             self.churn_day[e] = self.rng.integers(1, h + 1, n)
+            self.accept_u[e] = self.rng.random((n, h + 1))  # each customer's answers, one per contact
         self.alive[envs] = True
         self.retained[envs] = False
         self.contacts[envs] = 0
@@ -219,6 +233,19 @@ class CampaignSim:
             "value": self.pool.value[m],
         }
 
+    def decision_state(self) -> dict[str, np.ndarray]:
+        """What a policy may know at decision time, beyond the observation (never the hidden draws).
+
+        ``members`` (E, n) pool index of each cohort customer, ``cur`` (E,) the cohort row under review,
+        ``day``, ``budget`` left, and per cohort customer ``waiting`` (still a customer and not retained:
+        churned customers have visibly left), ``contacts`` and ``last_contact`` day; plus the reviewed
+        customer's ``fatigue_count``.
+        """
+        e = np.arange(self.num_envs)
+        return {"members": self.members, "cur": self.cur.copy(), "day": self.day.copy(), "budget": self.budget.copy(),
+                "waiting": self.alive & ~self.retained, "contacts": self.contacts.copy(),
+                "last_contact": self.last_contact.copy(), "fatigue_count": self.contacts[e, self.cur].copy()}
+
     def observe(self) -> np.ndarray:
         s = self.current()
         return observation(s["churn_risk"], s["accept_probs"], s["budget_remaining"], self.budget_total,
@@ -250,7 +277,8 @@ class CampaignSim:
         fatigue_v = contact & (self.contacts[e, i] >= cfg.fatigue_cap)
         cooldown_v = contact & (t - self.last_contact[e, i] < cfg.cooldown_days)
         c_idx = np.minimum(self.contacts[e, i], cfg.fatigue_cap - 1)
-        accepted = contact & (self.rng.random(self.num_envs) < self.pool.accept[m, k, c_idx])
+        u = self.accept_u[e, i, np.minimum(self.contacts[e, i], self.cfg.horizon_days)]
+        accepted = contact & (u < self.pool.accept[m, k, c_idx])
         discount = np.where(accepted, self.pool.offer_cost[m, k], 0.0)
         spend = np.where(contact, cfg.contact_cost, 0.0) + discount
         over_before = np.maximum(0.0, -self.budget)

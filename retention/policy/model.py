@@ -49,6 +49,12 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
         return B.RiskThreshold(spec["threshold"], spec["offer"])
     if kind == "greedy_ev":
         return B.GreedyExpectedValue(env)
+    if kind in ("index", "index_resolve"):
+        from retention.policy.lagrangian import LagrangeIndexPolicy
+
+        # Serving decides one customer at a time from its observation (days left, ledger state): the
+        # multiplier is the one registered (median lambda* of training cohorts), for both variants.
+        return LagrangeIndexPolicy(env, lam=spec["lam"], decay=np.asarray(spec["decay"], dtype=float))
     if kind == "knapsack":
         policy = B.BudgetedKnapsack(env)
         policy.cutoffs = np.array([spec["cutoff"]])

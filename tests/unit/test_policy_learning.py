@@ -18,7 +18,14 @@ from retention.policy.baselines import (
 )
 from retention.policy.bound import upper_bound
 from retention.policy.cohort import synthetic_pool
-from retention.policy.evaluate import Evaluation, choose_champion, cohorts_for_seed, evaluate, run_policy
+from retention.policy.evaluate import (
+    Evaluation,
+    choose_champion,
+    cohorts_for_seed,
+    evaluate,
+    paired_difference,
+    run_policy,
+)
 from retention.policy.lagrange import Lagrange
 from retention.policy.model import AgentPolicy, decide
 from retention.policy.ppo_lagrangian import train
@@ -84,11 +91,76 @@ def test_baselines_behave_as_described():
             assert e.spend <= e.budget + 1e-9
 
 
+def _evaluation(nets: dict[str, np.ndarray], violations: dict[str, float] | None = None) -> Evaluation:
+    """An Evaluation from per-campaign net revenues (the gate only reads these and the violations)."""
+    violations = violations or {}
+    rows = [{"policy": name, "campaign": i, "net_revenue": float(v), "violations": violations.get(name, 0.0)}
+            for name, values in nets.items() for i, v in enumerate(values)]
+    per_campaign = pd.DataFrame(rows)
+    summary = per_campaign.groupby("policy").agg(net_revenue_mean=("net_revenue", "mean"),
+                                                 violations_mean=("violations", "mean"))
+    reference = str(summary[summary["violations_mean"] == 0]["net_revenue_mean"].idxmax())
+    return Evaluation(per_campaign=per_campaign, summary=summary, paired=pd.DataFrame(), reference=reference,
+                      multipliers=np.zeros(0))
+
+
 def test_gate_excludes_policies_with_violations():
-    summary = pd.DataFrame({"net_revenue_mean": [100.0, 50.0, 70.0, 500.0], "violations_mean": [2.0, 0.0, 0.0, None]},
-                           index=["naive", "a", "b", "upper_bound"])
-    name, reason = choose_champion(Evaluation(per_seed=pd.DataFrame(), summary=summary))
-    assert name == "b" and "naive" in reason
+    rng = np.random.default_rng(0)
+    base = rng.normal(100, 10, 50)
+    ev = _evaluation({"naive": base + 500, "a": base, "b": base + 20 + rng.normal(0, 1, 50)}, violations={"naive": 2.0})
+    name, reason = choose_champion(ev, incumbent="a")
+    assert name == "b" and "naive" in reason and "crowned" in reason
+
+
+def test_gate_refuses_a_challenger_that_is_not_significantly_better():
+    """A higher mean is not enough: the paired interval must exclude 0."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(1000, 200, 40)
+    noise = rng.normal(0, 100, 40)
+    challenger = base + 5 + noise - noise.mean()  # mean +5, paired sd 100: CI about +/-32
+    ev = _evaluation({"incumbent": base, "challenger": challenger})
+    assert ev.summary.loc["challenger", "net_revenue_mean"] > ev.summary.loc["incumbent", "net_revenue_mean"]
+    name, reason = choose_champion(ev, incumbent="incumbent")
+    assert name == "incumbent" and "no challenger is significantly better" in reason
+    # the same mean gap with no noise in the pairing is significant
+    ev = _evaluation({"incumbent": base, "challenger": base + 5 + rng.normal(0, 1, 40)})
+    assert choose_champion(ev, incumbent="incumbent")[0] == "challenger"
+
+
+def test_identical_policies_have_a_paired_difference_of_exactly_zero():
+    """Same cohorts, same churners, same answers: two copies of a policy differ by exactly 0 per campaign,
+    even though another policy run between them consumed different numbers of steps."""
+    env = CFG.env
+    pool = synthetic_pool(200, env, seed=4)
+    twin = GreedyExpectedValue(env)
+    twin.name = "greedy_twin"
+    ev = evaluate([GreedyExpectedValue(env), RiskThreshold(0.3, 3), twin], pool, env, campaigns=12, chunk=5,
+                  progress=False)
+    nets = ev.per_campaign.pivot(index="campaign", columns="policy", values="net_revenue")
+    assert (nets["greedy_ev"] - nets["greedy_twin"]).abs().max() == 0.0
+    d = paired_difference(nets["greedy_twin"].to_numpy(), nets["greedy_ev"].to_numpy())
+    assert d["diff"] == d["lo"] == d["hi"] == 0.0 and d["campaigns"] == 12
+    assert ev.paired.loc[ev.reference, "diff"] == 0.0
+    assert (nets["greedy_ev"] != nets["risk_threshold"]).any()
+
+
+def test_acceptance_draws_belong_to_the_customer_not_the_step():
+    """A customer's j-th contact is answered by the same draw whichever policy contacts them and when."""
+    from retention.policy.env import CampaignSim
+
+    pool = dataclasses.replace(synthetic_pool(30, CFG.env, seed=2), accept=np.full((30, 4, CFG.env.fatigue_cap), 0.5))
+    answers = []
+    for delay in (0, 5):
+        sim = CampaignSim(pool, CFG.env, num_envs=1, seed=9, auto_reset=False)
+        got = {}
+        while not sim.done[0]:
+            i = int(sim.cur[0])
+            contact = int(sim.contacts[0, i] == 0)  # contact everyone once, at their first review
+            _, _, _, _, info = sim.step(np.array([[contact, 0, delay]]))
+            if contact:
+                got[i] = bool(info["accepted"][0])
+        answers.append(got)
+    assert answers[0] == answers[1]
 
 
 # ----------------------------------------------------------------------------- PPO
@@ -109,8 +181,7 @@ def test_ppo_logs_the_diagnostics(trained_agent):
 
 def test_ppo_beats_never_contact_on_a_fixed_seed_cohort(trained_agent):
     pool = synthetic_pool(300, CFG.env, seed=8)
-    ev = evaluate([AgentPolicy(trained_agent.agent), NeverContact()], pool, CFG.env, seeds=5, cohorts_per_seed=4,
-                  progress=False)
+    ev = evaluate([AgentPolicy(trained_agent.agent), NeverContact()], pool, CFG.env, campaigns=20, progress=False)
     s = ev.summary
     assert s.loc["ppo", "net_revenue_lo"] > s.loc["never_contact", "net_revenue_hi"]
     assert s.loc["ppo", "violations_mean"] == 0
