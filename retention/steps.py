@@ -210,104 +210,6 @@ def promote(cfg: Config, params: dict[str, Any]) -> str:
         return run.info.run_id
 
 
-def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
-    """The ``train_policy`` step: PPO-Lagrangian on cohorts of Telco *train* customers."""
-    import tempfile
-
-    import matplotlib.pyplot as plt
-    import torch
-
-    from retention.policy import plots as policy_plots
-    from retention.policy.model import policy_spec
-    from retention.policy.ppo_lagrangian import train
-    from retention.policy.registry import log_policy, pool_for_split
-
-    with step_run("train_policy", cfg, params) as run:
-        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
-        pool, versions = pool_for_split(cfg, processed, "train")
-        mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
-        mlflow.log_params({"pool_customers": len(pool)})
-
-        def log(metrics: dict[str, float], step: int) -> None:
-            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v}, step=step)
-
-        result = train(pool, cfg.env, cfg.ppo, log=log, progress=progress)
-        mlflow.log_metrics({"train_seconds": result.seconds, "env_steps": result.env_steps})
-        fig = policy_plots.learning_curves(result.history)
-        mlflow.log_figure(fig, "plots/learning_curves.png")
-        plt.close(fig)
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "agent.pt"
-            torch.save(result.agent.state_dict(), weights)
-            info = log_policy(policy_spec("ppo", cfg.env, hidden=cfg.ppo.hidden), weights,
-                              {"trained_by_run": run.info.run_id})
-        mlflow.set_tag("registered_model", f"retention-policy/{info.registered_model_version}")
-        last = result.history[-1]
-        print(f"train_policy: {result.env_steps:,} env steps in {result.seconds:.0f}s "
-              f"({result.env_steps / result.seconds:,.0f}/s); last training net revenue "
-              f"{last.get('episode_net_revenue', float('nan')):.0f}; retention-policy v{info.registered_model_version}")
-        return run.info.run_id
-
-
-def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
-    """The ``evaluate_policy`` step: PPO vs baselines vs the bound on held-out customers; the gate."""
-    import matplotlib.pyplot as plt
-
-    from retention.policy import plots as policy_plots
-    from retention.policy.baselines import all_baselines
-    from retention.policy.evaluate import BOUND, choose_champion, evaluate
-    from retention.policy.model import policy_spec
-    from retention.policy.registry import POLICY_MODEL, gate_policies, log_policy, pool_for_split
-
-    client = MlflowClient()
-    with step_run("evaluate_policy", cfg, params) as run:
-        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
-        pool, versions = pool_for_split(cfg, processed, "test")
-        mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
-        policy_run = params.get("policy_run_id", "none")
-        query = f"name='{POLICY_MODEL}' and tags.`policy.kind`='ppo'"
-        if policy_run not in ("", "none"):
-            query = f"name='{POLICY_MODEL}' and run_id='{policy_run}'"
-        found = client.search_model_versions(query, order_by=["version_number DESC"], max_results=1)
-        if not found:
-            raise RegistryError("no trained PPO policy in the registry; run `retention train_policy` first.")
-        ppo_version = found[0]
-        ppo = mlflow.pyfunc.load_model(f"models:/{POLICY_MODEL}/{ppo_version.version}").unwrap_python_model().policy
-        baselines = all_baselines(cfg.env, cfg.eval.risk_threshold, cfg.eval.threshold_offer)
-        evaluation = evaluate([ppo, *baselines], pool, cfg.env, cfg.eval.seeds, cfg.eval.cohorts_per_seed,
-                              progress=progress)
-        summary = evaluation.summary
-        mlflow.log_table(summary.reset_index(names="policy"), "evaluation/summary.json")
-        mlflow.log_table(evaluation.per_seed, "evaluation/per_seed.json")
-        mlflow.log_text(summary.round(4).to_csv(), "evaluation/summary.csv")
-        for name, row in summary.iterrows():
-            mlflow.log_metrics({f"{name}.{m}": float(v) for m, v in row.items() if v == v})
-        bound = float(summary.loc[BOUND, "net_revenue_mean"])
-        ppo_net = float(summary.loc["ppo", "net_revenue_mean"])
-        mlflow.log_metric("ppo_fraction_of_bound", ppo_net / bound if bound else float("nan"))
-        fig = policy_plots.comparison(summary)
-        mlflow.log_figure(fig, "plots/policy_comparison.png")
-        plt.close(fig)
-
-        winner, reason = choose_champion(evaluation)
-        gated = {"ppo": ppo_version.version}
-        if winner != "ppo":
-            extra = {"risk_threshold": {"threshold": cfg.eval.risk_threshold, "offer": cfg.eval.threshold_offer},
-                     "knapsack": {"cutoff": float(next(b for b in baselines if b.name == "knapsack").cutoffs.min())}}
-            spec = policy_spec(winner, cfg.env, **extra.get(winner, {}))
-            info = log_policy(spec, None, {"evaluated_by_run": run.info.run_id})
-            gated[winner] = info.registered_model_version
-        version = gate_policies(evaluation, winner, reason, gated)
-        mlflow.set_tags({"gate.champion_policy": winner, "gate.champion_version": version, "gate.reason": reason})
-        cols = ["net_revenue_mean", "net_revenue_lo", "net_revenue_hi", "contact_rate_mean", "budget_used_mean",
-                "violations_mean"]
-        print("evaluate_policy: held-out campaigns (mean and 95% CI over seeds)")
-        print(summary[cols].round(2).to_string())
-        print(f"evaluate_policy: PPO reaches {ppo_net / bound:.1%} of the upper bound; champion = {winner} "
-              f"(retention-policy v{version}): {reason}")
-        return run.info.run_id
-
-
 def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     """The ``sft`` step: SFT with LoRA on retention SMS + OASST; evaluate base vs SFT; register."""
     import tempfile
@@ -547,3 +449,7 @@ def write_default_experiment() -> str:
     exp_id = configure_tracking()
     print(f"experiment id {exp_id} at {mlflow.get_tracking_uri()} (artifacts: {Path('mlartifacts').resolve()})")
     return exp_id
+
+
+# The policy's steps live beside the policy; re-exported so `retention.steps.<step>` keeps working.
+from retention.policy.steps import evaluate_policy, train_policy  # noqa: E402, F401

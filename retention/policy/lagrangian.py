@@ -322,32 +322,43 @@ class LagrangeIndexPolicy(Policy):
     # --------------------------------------------------------------- serving
     def act_on_rows(self, obs: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
         """Decide from observation rows alone (serving; class docstring)."""
-        env, rules = self.env, self.rules
-        obs = np.asarray(obs, dtype=float)
-        n, h, f_cap = len(obs), env.horizon_days, rules.fatigue_cap
-        risk, accept_now = obs[:, 0], obs[:, 1:5]
-        days_left = np.clip(np.rint(obs[:, 9] * h).astype(int), 1, h)
-        fatigue = np.rint(obs[:, 8] * max(f_cap, 1)).astype(int)
-        monthly = obs[:, 10] * VALUE_SCALE
-        costs = offer_costs(monthly, env.offer_months)
-        c_now = np.minimum(fatigue, f_cap - 1)
-        base = accept_now / np.maximum(self.decay[:, c_now].T, 1e-9)  # (n, 4) acceptance at contact 0
-        accept = np.clip(base[:, :, None] * self.decay[None, :, :], 0.0, 1.0)
-        adv = np.zeros((n, 4))
-        delay = np.full(n, MAX_DELAY_DAYS)
-        contact_ok = contact_ok & (fatigue < f_cap)
-        for d in np.unique(days_left):
-            rows = np.flatnonzero(days_left == d)
-            dp = customer_dp(risk[rows], accept[rows], monthly[rows] * env.ltv_months, costs[rows], self.lam, rules,
-                             int(d), keep_advantage=True)
-            r = np.arange(len(rows))
-            adv[rows] = dp.advantage[r, 0, c_now[rows]]
-            go, _ = _decision(adv[rows], contact_ok[rows], offer_ok[rows])
-            zero = np.zeros(len(rows), dtype=np.int64)
-            delay[rows] = _next_review(dp.advantage.max(axis=3) > 0, zero, fatigue[rows] + go,
-                                       np.where(go, rules.cooldown_days, 1))
+        rules = self.rules
+        adv, tables, t0, fatigue = row_advantage(obs, self.env, self.lam, self.decay)
+        contact_ok = contact_ok & (fatigue < rules.fatigue_cap)
         contact, offer = _decision(adv, contact_ok, offer_ok)
+        delay = _next_review(tables.max(axis=3) > 0, t0, fatigue + contact,
+                             np.where(contact, t0 + rules.cooldown_days, t0 + 1))
         return _actions(contact, offer, delay=delay)
+
+
+def row_advantage(obs: np.ndarray, env: EnvConfig, lam: float, decay: np.ndarray):
+    """Each observation row's DP at ``lam``: advantage of each offer over waiting today (n, 4).
+
+    A row with risk r on day t0 = H - days_left is a customer with day-0 risk p = r H / (H - t0 + r t0)
+    seen on day t0 (the same conditional process), so one DP over the whole horizon serves every row.
+    Acceptance at later contacts is extrapolated with ``decay`` (:func:`extrapolate_acceptance`).
+    Returns ``(advantage, tables (n, H, F, 4), t0, fatigue)``.
+    """
+    rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
+    obs = np.asarray(obs, dtype=float)
+    n, h, f_cap = len(obs), env.horizon_days, rules.fatigue_cap
+    risk = np.clip(obs[:, 0], 0.0, 1.0)
+    days_left = np.clip(np.rint(obs[:, 9] * h).astype(int), 1, h)
+    fatigue = np.rint(obs[:, 8] * max(f_cap, 1)).astype(int)
+    monthly = obs[:, 10] * VALUE_SCALE
+    c_now = np.minimum(fatigue, f_cap - 1)
+    accept = extrapolate_acceptance(obs[:, 1:5], c_now, decay)
+    t0 = h - days_left
+    p0 = risk * h / np.maximum(h - t0 + risk * t0, 1e-12)
+    dp = customer_dp(p0, accept, monthly * env.ltv_months, offer_costs(monthly, env.offer_months), lam, rules, h,
+                     keep_advantage=True)
+    return dp.advantage[np.arange(n), t0, c_now], dp.advantage, t0, fatigue
+
+
+def extrapolate_acceptance(accept_now: np.ndarray, contacts: np.ndarray, decay: np.ndarray) -> np.ndarray:
+    """Acceptance tables (n, 4, F) from the acceptance at the current contact count and the decay (4, F)."""
+    base = accept_now / np.maximum(decay[:, contacts].T, 1e-9)  # (n, 4) acceptance at contact 0
+    return np.clip(base[:, :, None] * decay[None, :, :], 0.0, 1.0)
 
 
 def acceptance_decay(pool: CustomerPool) -> np.ndarray:

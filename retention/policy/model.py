@@ -36,10 +36,13 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
 
         from retention.policy.ppo_lagrangian import Agent
 
+        index = bool(spec.get("index_features", False))
         agent = Agent(hidden=spec["hidden"], ltv_months=env.ltv_months, offer_months=env.offer_months,
-                      contact_cost=env.contact_cost)
+                      contact_cost=env.contact_cost, n_extra=4 if index else 0)
         agent.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         agent.eval()
+        if index:
+            return AgentPolicy(agent, env=env, lam=spec["lam"], decay=np.asarray(spec["decay"], dtype=float))
         return AgentPolicy(agent)
     if kind == "never_contact":
         return B.NeverContact()
@@ -63,16 +66,22 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
 
 
 class AgentPolicy(Policy):
-    """PPO agent as a :class:`~retention.policy.baselines.Policy` (arg-max actions within the mask)."""
+    """PPO agent as a :class:`~retention.policy.baselines.Policy` (arg-max actions within the mask).
+
+    With index features (``env``, ``lam``, ``decay`` given) the DP advantages are computed from the
+    observation rows before the network sees them, in evaluation and serving alike.
+    """
 
     name = "ppo"
 
-    def __init__(self, agent):
-        self.agent = agent
+    def __init__(self, agent, env: EnvConfig | None = None, lam: float = 0.0, decay: np.ndarray | None = None):
+        self.agent, self.env, self.lam, self.decay = agent, env, lam, decay
 
     def act(self, obs: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
-        from retention.policy.ppo_lagrangian import full_mask
+        from retention.policy.ppo_lagrangian import full_mask, index_inputs
 
+        if getattr(self.agent, "n_extra", 0):
+            obs = index_inputs(np.asarray(obs, dtype=np.float32), self.env, self.lam, self.decay)
         return self.agent.act_greedy(obs, full_mask(contact_ok, offer_ok))
 
 

@@ -10,6 +10,13 @@ a cost critic with one output per constraint), then :func:`train`:
    ``(A_r − sum_j lambda_j A_c,j) / (1 + sum_j lambda_j)``, clipped value losses for both critics,
    entropy bonus, gradient clipping, early stop at ``target_kl``.
 
+What the relaxation knows (``PPOConfig.index_features``): the agent's input also carries, for
+each offer, the advantage over waiting that the customer's Lagrangian DP
+(:mod:`retention.policy.lagrangian`) gives at lambda* (the median over training cohorts), in units of
+100. It is computed from the observation alone (:func:`~retention.policy.lagrangian.row_advantage`),
+so serving computes it the same way; in training it is looked up in tables solved once for the
+pool (acceptance extrapolated from the first contact with the same decay).
+
 Hard constraints listed in ``PPOConfig.masked`` are enforced by **action masking** (the guard's
 mask, :func:`retention.policy.guard.action_mask`), so the policy cannot choose them. Logged per
 update: episodic net revenue, each constraint's episode cost vs its limit, each multiplier,
@@ -63,12 +70,13 @@ class Agent(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, n_costs: int = len(CONSTRAINTS), ltv_months: float = 12.0,
-                 offer_months: float = 3.0, contact_cost: float = 0.1):
+                 offer_months: float = 3.0, contact_cost: float = 0.1, n_extra: int = 0):
         super().__init__()
+        self.n_extra = n_extra  # extra input columns after the observation (the DP advantages)
         self.nvec = tuple(ACTION_NVEC)
         self.register_buffer("econ", torch.tensor([ltv_months, offer_months, contact_cost], dtype=torch.float32))
         self.register_buffer("pct", torch.tensor(OFFER_PERCENT, dtype=torch.float32) / 100.0)
-        n_in = len(OBS_COLUMNS) + 2 * len(OFFER_PERCENT)
+        n_in = len(OBS_COLUMNS) + n_extra + 2 * len(OFFER_PERCENT)
         self.actor = _mlp(n_in, hidden, sum(self.nvec), out_std=0.01)
         self.critic = _mlp(n_in, hidden, 1, out_std=1.0)
         self.cost_critic = _mlp(n_in, hidden, n_costs, out_std=1.0)
@@ -104,6 +112,36 @@ class Agent(nn.Module):
         """Deterministic (arg-max) actions for evaluation and serving."""
         dists = self.distributions(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(mask))
         return torch.stack([d.probs.argmax(-1) for d in dists], dim=-1).numpy()
+
+
+def index_inputs(obs: np.ndarray, env: EnvConfig, lam: float, decay: np.ndarray) -> np.ndarray:
+    """Observation rows with the DP advantage of each offer at ``lam`` appended (units of 100)."""
+    from retention.policy.lagrangian import row_advantage
+
+    adv = row_advantage(obs, env, lam, decay)[0]
+    return np.concatenate([obs, (adv / VALUE_SCALE).astype(np.float32)], axis=1).astype(np.float32)
+
+
+class PoolIndexFeatures:
+    """Training-time lookup of the same DP advantages: tables solved once for every pool customer."""
+
+    def __init__(self, pool: CustomerPool, env: EnvConfig, lam: float, decay: np.ndarray):
+        from retention.policy.guard import GuardRules
+        from retention.policy.lagrangian import customer_dp, extrapolate_acceptance
+
+        rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
+        accept = extrapolate_acceptance(pool.accept[:, :, 0], np.zeros(len(pool), dtype=int), decay)
+        dp = customer_dp(pool.churn_risk, accept, pool.value, pool.offer_cost, lam, rules, env.horizon_days,
+                         keep_advantage=True)
+        self.tables = (dp.advantage / VALUE_SCALE).astype(np.float32)
+        self.decay = decay
+        self.h, self.f = env.horizon_days, env.fatigue_cap
+
+    def __call__(self, obs: np.ndarray, sim: CampaignSim) -> np.ndarray:
+        e = np.arange(sim.num_envs)
+        m = sim.members[e, sim.cur]
+        adv = self.tables[m, np.minimum(sim.day, self.h - 1), np.minimum(sim.contacts[e, sim.cur], self.f - 1)]
+        return np.concatenate([obs, adv], axis=1).astype(np.float32)
 
 
 def full_mask(contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
@@ -147,6 +185,15 @@ class PPOResult:
     multipliers: np.ndarray | None = None
     seconds: float = 0.0
     env_steps: int = 0
+    env: EnvConfig | None = None
+    lam: float = 0.0
+    decay: np.ndarray | None = None
+
+    def policy(self):
+        """The trained agent as a :class:`~retention.policy.model.AgentPolicy` (with its index features)."""
+        from retention.policy.model import AgentPolicy
+
+        return AgentPolicy(self.agent, env=self.env, lam=self.lam, decay=self.decay)
 
 
 def train(
@@ -155,12 +202,18 @@ def train(
     cfg: PPOConfig,
     log: Callable[[dict[str, float], int], None] | None = None,
     progress: bool = True,
+    lam: float = 0.0,
+    decay: np.ndarray | None = None,
 ) -> PPOResult:
-    """Train PPO-Lagrangian on campaigns drawn from ``pool`` (see the module docstring)."""
+    """Train PPO-Lagrangian on campaigns drawn from ``pool`` (see the module docstring).
+
+    ``lam`` and ``decay`` set the index features (lambda* and the acceptance decay) when
+    ``cfg.index_features``; ``decay`` defaults to the pool's.
+    """
     from retention.policy.lagrange import Lagrange
 
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)  # a 64-wide MLP on batches of tens: threads only add synchronisation
     masked = frozenset(x.strip() for x in cfg.masked.split(",") if x.strip())
     unknown = masked - set(CONSTRAINTS)
     if unknown:
@@ -168,8 +221,18 @@ def train(
     if cfg.expected_reward:
         env_cfg = dataclasses.replace(env_cfg, reward_mode="expected")
     sim = CampaignSim(pool, env_cfg, num_envs=cfg.num_envs, seed=cfg.seed)
+    features = None
+    if cfg.index_features:
+        from retention.policy.lagrangian import acceptance_decay
+
+        features = PoolIndexFeatures(pool, env_cfg, lam, acceptance_decay(pool) if decay is None else decay)
+    n_extra = len(OFFER_PERCENT) if features is not None else 0
     agent = Agent(hidden=cfg.hidden, ltv_months=env_cfg.ltv_months, offer_months=env_cfg.offer_months,
-                  contact_cost=env_cfg.contact_cost)
+                  contact_cost=env_cfg.contact_cost, n_extra=n_extra)
+
+    def inputs(o: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(o if features is None else features(o, sim))
+
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
     lagrange = Lagrange([cfg.cost_limit_budget, cfg.cost_limit_fatigue, cfg.cost_limit_cooldown],
                         lr=cfg.lambda_lr, init=cfg.lambda_init)
@@ -178,16 +241,16 @@ def train(
     batch_size = T * E
     minibatch_size = batch_size // cfg.num_minibatches
     num_updates = max(1, cfg.total_timesteps // batch_size)
-    obs = torch.zeros((T, E, len(OBS_COLUMNS)))
+    obs = torch.zeros((T, E, len(OBS_COLUMNS) + n_extra))
     masks = torch.zeros((T, E, sum(ACTION_NVEC)), dtype=torch.bool)
     actions = torch.zeros((T, E, 3), dtype=torch.long)
     logprobs, rewards, dones, values = (torch.zeros((T, E)) for _ in range(4))
     costs, cvalues = torch.zeros((T, E, K)), torch.zeros((T, E, K))
 
-    next_obs = torch.as_tensor(sim.observe())
+    next_obs = inputs(sim.observe())
     next_done = torch.zeros(E)
     recent = deque(maxlen=max(20, E))
-    result = PPOResult(agent=agent)
+    result = PPOResult(agent=agent, env=env_cfg, lam=lam, decay=None if features is None else features.decay)
     start = time.perf_counter()
     global_step = 0
     bar = tqdm(total=num_updates * batch_size, desc="ppo", unit="step", unit_scale=True, disable=not progress)
@@ -207,7 +270,7 @@ def train(
             o, r, c, d, info = sim.step(action.numpy())
             rewards[step] = torch.as_tensor(r / cfg.reward_scale, dtype=torch.float32)
             costs[step] = torch.as_tensor(c, dtype=torch.float32)
-            next_obs, next_done = torch.as_tensor(o), torch.as_tensor(d, dtype=torch.float32)
+            next_obs, next_done = inputs(o), torch.as_tensor(d, dtype=torch.float32)
             finished.extend(info["episodes"])
         recent.extend(finished)
         bar.update(batch_size)

@@ -81,17 +81,27 @@ def gate_policies(evaluation: Evaluation, champion_name: str, reason: str, versi
     """Alias the chosen policy's version ``champion`` and the others evaluated here ``challenger``.
 
     ``versions`` maps policy name -> registered version (the winner must be in it). The whole
-    comparison (mean net revenue, CI and violations of every policy, and the bound) is recorded as
-    tags on every version involved.
+    comparison (mean net revenue and CI, share of the Lagrangian bound, violations, and the paired
+    difference to the reference baseline with its CI) is recorded as tags on every version involved.
+    The choice itself is :func:`retention.policy.evaluate.choose_champion`'s: a challenger is crowned
+    only on a significantly positive paired difference.
     """
     client = MlflowClient()
     s = evaluation.summary
-    comparison = {
-        name: {"net_revenue": round(float(row["net_revenue_mean"]), 1),
-               "ci95": [round(float(row["net_revenue_lo"]), 1), round(float(row["net_revenue_hi"]), 1)],
-               "violations": None if pd.isna(row.get("violations_mean")) else round(float(row["violations_mean"]), 3)}
-        for name, row in s.iterrows()
-    }
+
+    def _r(x) -> float | None:
+        return None if pd.isna(x) else round(float(x), 3)
+
+    comparison = {}
+    for name, row in s.iterrows():
+        entry = {"net_revenue": _r(row["net_revenue_mean"]),
+                 "ci95": [_r(row["net_revenue_lo"]), _r(row["net_revenue_hi"])],
+                 "share_of_bound": _r(row.get("share_of_bound_mean")),
+                 "violations": _r(row.get("violations_mean"))}
+        if name in evaluation.paired.index:
+            d = evaluation.paired.loc[name]
+            entry[f"paired_vs_{evaluation.reference}"] = [_r(d["diff"]), _r(d["lo"]), _r(d["hi"])]
+        comparison[name] = entry
     text = json.dumps(comparison)
     for name, version in versions.items():
         winner = name == champion_name

@@ -27,7 +27,7 @@ from retention.policy.evaluate import (
     run_policy,
 )
 from retention.policy.lagrange import Lagrange
-from retention.policy.model import AgentPolicy, decide
+from retention.policy.model import decide
 from retention.policy.ppo_lagrangian import train
 
 CFG = load_config("smoke")
@@ -181,7 +181,7 @@ def test_ppo_logs_the_diagnostics(trained_agent):
 
 def test_ppo_beats_never_contact_on_a_fixed_seed_cohort(trained_agent):
     pool = synthetic_pool(300, CFG.env, seed=8)
-    ev = evaluate([AgentPolicy(trained_agent.agent), NeverContact()], pool, CFG.env, campaigns=20, progress=False)
+    ev = evaluate([trained_agent.policy(), NeverContact()], pool, CFG.env, campaigns=20, progress=False)
     s = ev.summary
     assert s.loc["ppo", "net_revenue_lo"] > s.loc["never_contact", "net_revenue_hi"]
     assert s.loc["ppo", "violations_mean"] == 0
@@ -204,7 +204,7 @@ def test_policy_model_decide_checks_columns(trained_agent):
     from retention.policy.env import OBS_COLUMNS
 
     frame = pd.DataFrame(np.full((3, len(OBS_COLUMNS)), 0.5, dtype=np.float32), columns=list(OBS_COLUMNS))
-    out = decide(AgentPolicy(trained_agent.agent), frame.assign(contact_ok=[True, False, True]))
+    out = decide(trained_agent.policy(), frame.assign(contact_ok=[True, False, True]))
     assert list(out.columns) == ["contact", "offer_level", "delay_days"] and out.loc[1, "contact"] == 0
     with pytest.raises(InputError, match="churn_risk"):
-        decide(AgentPolicy(trained_agent.agent), frame.drop(columns=["churn_risk"]))
+        decide(trained_agent.policy(), frame.drop(columns=["churn_risk"]))

@@ -1,0 +1,182 @@
+"""The policy's pipeline steps: ``train_policy`` and ``evaluate_policy`` (run plumbing in retention.steps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from retention.config import Config
+from retention.errors import RegistryError
+
+
+def multiplier_and_decay(cfg: Config, pool) -> tuple[float, np.ndarray]:
+    """Median lambda* over ``cfg.eval.lambda_cohorts`` training cohorts and the pool's acceptance decay.
+
+    These are what the registered index policy uses in serving, and PPO's starting budget multiplier.
+    """
+    from retention.policy.evaluate import cohorts_for_seed
+    from retention.policy.guard import GuardRules
+    from retention.policy.lagrangian import acceptance_decay, solve_multiplier
+
+    env = cfg.env
+    rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
+    budget = env.cohort_size * env.budget_per_customer
+    cohorts = cohorts_for_seed(len(pool), env, 777, cfg.eval.lambda_cohorts)
+    lams = [solve_multiplier(pool.subset(c), rules, env.horizon_days, budget)[0] for c in cohorts]
+    return float(np.median(lams)), acceptance_decay(pool)
+
+
+def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``train_policy`` step: PPO-Lagrangian on cohorts of Telco *train* customers."""
+    import tempfile
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    import torch
+
+    from retention.policy import plots as policy_plots
+    from retention.policy.model import policy_spec
+    from retention.policy.ppo_lagrangian import train
+    from retention.policy.registry import log_policy, pool_for_split
+    from retention.steps import processed_dir_of, step_run
+
+    with step_run("train_policy", cfg, params) as run:
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        pool, versions = pool_for_split(cfg, processed, "train")
+        mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
+        lam, decay = multiplier_and_decay(cfg, pool)
+        mlflow.log_params({"pool_customers": len(pool)})
+        mlflow.log_metric("lambda_star_train_median", lam)
+
+        def log(metrics: dict[str, float], step: int) -> None:
+            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v}, step=step)
+
+        result = train(pool, cfg.env, cfg.ppo, log=log, progress=progress, lam=lam, decay=decay)
+        mlflow.log_metrics({"train_seconds": result.seconds, "env_steps": result.env_steps})
+        fig = policy_plots.learning_curves(result.history)
+        mlflow.log_figure(fig, "plots/learning_curves.png")
+        plt.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "agent.pt"
+            torch.save(result.agent.state_dict(), weights)
+            spec = policy_spec("ppo", cfg.env, hidden=cfg.ppo.hidden, index_features=cfg.ppo.index_features,
+                               lam=lam, decay=decay.tolist())
+            info = log_policy(spec, weights, {"trained_by_run": run.info.run_id})
+        mlflow.set_tag("registered_model", f"retention-policy/{info.registered_model_version}")
+        last = result.history[-1]
+        print(f"train_policy: {result.env_steps:,} env steps in {result.seconds:.0f}s "
+              f"({result.env_steps / result.seconds:,.0f}/s); lambda* (median of training cohorts) {lam:.2f}; "
+              f"last training net revenue {last.get('episode_net_revenue', float('nan')):.0f}; "
+              f"retention-policy v{info.registered_model_version}")
+        return run.info.run_id
+
+
+def _current_champion_kind(client: MlflowClient) -> str | None:
+    from retention.policy.registry import POLICY_MODEL
+    from retention.registry import CHAMPION
+
+    try:
+        mv = client.get_model_version_by_alias(POLICY_MODEL, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return mv.tags.get("policy.kind")
+
+
+def report(evaluation) -> str:
+    """The bound, every policy's share of it and the paired comparison, as printable text."""
+    from retention.policy.evaluate import BOUND, LP_BOUND
+
+    s = evaluation.summary
+    lag, lp = s.loc[BOUND], s.loc[LP_BOUND]
+    lines = [f"bounds per campaign (mean, 95% CI over {int(lag['campaigns'])} held-out campaigns): "
+             f"Lagrangian {lag['net_revenue_mean']:.0f} ({lag['net_revenue_lo']:.0f} to {lag['net_revenue_hi']:.0f}), "
+             f"lambda* median {np.median(evaluation.multipliers):.2f}; "
+             f"LP {lp['net_revenue_mean']:.0f} ({lp['net_revenue_lo']:.0f} to {lp['net_revenue_hi']:.0f})",
+             f"{'policy':<20}{'net revenue':>12}{'share of bound (95% CI)':>28}{'violations':>12}"
+             f"{'paired diff vs ' + evaluation.reference + ' (95% CI)':>44}{'n':>5}"]
+    for name, row in s.drop(index=[BOUND, LP_BOUND]).iterrows():
+        d = evaluation.paired.loc[name]
+        lines.append(f"{name:<20}{row['net_revenue_mean']:>12.0f}"
+                     f"{row['share_of_bound_mean']:>12.1%} ({row['share_of_bound_lo']:.1%} to "
+                     f"{row['share_of_bound_hi']:.1%})"
+                     f"{row['violations_mean']:>12.2f}{d['diff']:>+20.0f} ({d['lo']:+.0f} to {d['hi']:+.0f})"
+                     f"{'':>8}{int(d['campaigns']):>5}")
+    return "\n".join(lines)
+
+
+def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``evaluate_policy`` step: PPO, the baselines and the index policy vs the Lagrangian bound on
+    held-out campaigns (paired); the gate crowns a challenger only on a significant paired difference."""
+    import matplotlib.pyplot as plt
+
+    from retention.policy import plots as policy_plots
+    from retention.policy.baselines import all_baselines
+    from retention.policy.evaluate import BOUND, choose_champion, evaluate
+    from retention.policy.lagrangian import LagrangeIndexPolicy
+    from retention.policy.model import policy_spec
+    from retention.policy.registry import POLICY_MODEL, gate_policies, log_policy, pool_for_split
+    from retention.steps import processed_dir_of, step_run
+
+    client = MlflowClient()
+    with step_run("evaluate_policy", cfg, params) as run:
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        pool, versions = pool_for_split(cfg, processed, "test")
+        train_pool, _ = pool_for_split(cfg, processed, "train")
+        lam, decay = multiplier_and_decay(cfg, train_pool)
+        mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
+        policy_run = params.get("policy_run_id", "none")
+        query = f"name='{POLICY_MODEL}' and tags.`policy.kind`='ppo'"
+        if policy_run not in ("", "none"):
+            query = f"name='{POLICY_MODEL}' and run_id='{policy_run}'"
+        found = client.search_model_versions(query, order_by=["version_number DESC"], max_results=1)
+        if not found:
+            raise RegistryError("no trained PPO policy in the registry; run `retention train_policy` first.")
+        ppo_version = found[0]
+        ppo = mlflow.pyfunc.load_model(f"models:/{POLICY_MODEL}/{ppo_version.version}").unwrap_python_model().policy
+        baselines = all_baselines(cfg.env, cfg.eval.risk_threshold, cfg.eval.threshold_offer)
+        index = [LagrangeIndexPolicy(cfg.env, pool, lam=lam, decay=decay),
+                 LagrangeIndexPolicy(cfg.env, pool, lam=lam, decay=decay, resolve=True)]
+        rules_names = tuple(b.name for b in baselines + index)
+        evaluation = evaluate([ppo, *baselines, *index], pool, cfg.env, cfg.eval.campaigns, seed=cfg.eval.seed,
+                              chunk=cfg.eval.chunk, subset={"index_resolve": cfg.eval.resolve_campaigns},
+                              baselines=rules_names, progress=progress)
+        summary = evaluation.summary
+        mlflow.log_table(summary.reset_index(names="policy"), "evaluation/summary.json")
+        mlflow.log_table(evaluation.per_campaign, "evaluation/per_campaign.json")
+        mlflow.log_table(evaluation.paired.reset_index(names="policy"), "evaluation/paired.json")
+        mlflow.log_text(summary.round(4).to_csv(), "evaluation/summary.csv")
+        for name, row in summary.iterrows():
+            mlflow.log_metrics({f"{name}.{m}": float(v) for m, v in row.items() if v == v})
+        for name, row in evaluation.paired.iterrows():
+            mlflow.log_metrics({f"{name}.paired_diff_{k}": float(row[k]) for k in ("diff", "lo", "hi", "p_value")})
+        mlflow.log_metrics({"lambda_star_median": float(np.median(evaluation.multipliers)),
+                            "ppo_share_of_bound": float(summary.loc["ppo", "share_of_bound_mean"])})
+        fig = policy_plots.comparison(summary.drop(index="lp_bound"), bound_name=BOUND)
+        mlflow.log_figure(fig, "plots/policy_comparison.png")
+        plt.close(fig)
+
+        incumbent = _current_champion_kind(client)
+        winner, reason = choose_champion(evaluation, incumbent=incumbent)
+        gated = {"ppo": ppo_version.version}
+        if winner != "ppo":
+            extra = {"risk_threshold": {"threshold": cfg.eval.risk_threshold, "offer": cfg.eval.threshold_offer},
+                     "knapsack": {"cutoff": float(next(b for b in baselines if b.name == "knapsack").cutoffs.min())},
+                     "index": {"lam": lam, "decay": decay.tolist()},
+                     "index_resolve": {"lam": lam, "decay": decay.tolist()}}
+            spec = policy_spec(winner, cfg.env, **extra.get(winner, {}))
+            info = log_policy(spec, None, {"evaluated_by_run": run.info.run_id})
+            gated[winner] = info.registered_model_version
+        version = gate_policies(evaluation, winner, reason, gated)
+        mlflow.set_tags({"gate.champion_policy": winner, "gate.champion_version": version,
+                         "gate.reason": reason[:5000]})
+        print("evaluate_policy: held-out campaigns, paired (same cohorts, churners and answers for every policy)")
+        print(report(evaluation))
+        print(f"evaluate_policy: champion = {winner} (retention-policy v{version}): {reason}")
+        return run.info.run_id
+
+
+__all__ = ["evaluate_policy", "train_policy", "report", "multiplier_and_decay", "pd"]
