@@ -79,7 +79,10 @@ class XGBConfig:
     early_stopping_rounds:
         Rounds without improvement of valid log loss before stopping.
     calibration_frac:
-        Fraction of the train split held out (stratified) to fit the isotonic calibrator.
+        Fraction of the train split held out (stratified) to fit the calibrator.
+    calibration:
+        ``interpolated_isotonic`` (isotonic blocks joined linearly: keeps the order and resolution
+        of the scores, never exactly 0 or 1) or ``isotonic`` (sklearn's step function).
     n_trials:
         Optuna trials for a bounded search (0 disables the search).
     n_jobs:
@@ -95,6 +98,7 @@ class XGBConfig:
     reg_lambda: float = 5.0
     early_stopping_rounds: int = 50
     calibration_frac: float = 0.25
+    calibration: str = "interpolated_isotonic"
     n_trials: int = 0
     n_jobs: int = 2
 

@@ -139,7 +139,7 @@ RISK_FEATURES = RISK_NUMERIC + RISK_CATEGORICAL
 # ----------------------------------------------------------------------------- acceptance
 # Features the system knows for every customer at decision time (see README, "Offer acceptance").
 ACCEPT_NUMERIC = ("offer_level", "campaign_contacts", "days_since_last_contact", "previous_contacts")
-ACCEPT_CATEGORICAL = ("previous_outcome", "channel", "month", "day_of_week", "age_band")
+ACCEPT_CATEGORICAL = ("previous_outcome", "channel", "month", "day_of_week", "age_band", "partner")
 ACCEPT_FEATURES = ACCEPT_NUMERIC + ACCEPT_CATEGORICAL
 OFFER_PERCENT = (0, 5, 10, 15)
 SENIOR_AGE = 65
@@ -153,6 +153,13 @@ def offer_level_from_euribor(euribor3m: pd.Series) -> pd.Series:
     """Map the Euribor rate to the offer-level proxy 0..3 (3 = most generous)."""
     quartile = np.searchsorted(np.asarray(EURIBOR_EDGES), euribor3m.to_numpy(dtype=float), side="left")
     return pd.Series(3 - quartile, index=euribor3m.index, dtype="int64")
+
+
+# Bank ``marital`` -> ``partner``: married means a partner; single and divorced mean none (an unmarried
+# partner is invisible in the Bank data: that is the mapping's noise). Telco ``Partner`` Yes/No is the
+# same question asked of the Telco customer.
+MARITAL_PARTNER = {"married": "yes", "single": "no", "divorced": "no"}
+TELCO_PARTNER = {"Yes": "yes", "No": "no"}
 
 
 def age_band(age: pd.Series) -> pd.Series:
@@ -172,6 +179,7 @@ def bank_acceptance_frame(bank: pd.DataFrame) -> pd.DataFrame:
             "month": bank["month"],
             "day_of_week": bank["day_of_week"],
             "age_band": age_band(bank["age"]),
+            "partner": bank["marital"].map(MARITAL_PARTNER),
             "accepted": bank["y"].astype("int64"),
         }
     )
@@ -192,8 +200,10 @@ def telco_acceptance_frame(
     """Acceptance features for Telco customers at decision time.
 
     Telco has no age, only ``SeniorCitizen``: it maps exactly onto the ``age_band`` used in
-    training (``65_plus`` / ``under_65``). Contact history comes from the caller (the env or
-    the contact ledger); SMS goes to a mobile, hence ``channel="cellular"``.
+    training (``65_plus`` / ``under_65``). Telco ``Partner`` maps onto ``partner`` (Bank ``marital``:
+    married = yes, single or divorced = no); missing when the caller has no ``Partner``. No other Bank
+    feature has an honest Telco counterpart (README, "Offer acceptance"). Contact history comes from
+    the caller (the env or the contact ledger); SMS goes to a mobile, hence ``channel="cellular"``.
     """
     n = len(customers)
     return pd.DataFrame(
@@ -207,6 +217,8 @@ def telco_acceptance_frame(
             "month": month,
             "day_of_week": day_of_week,
             "age_band": np.where(customers["SeniorCitizen"].to_numpy() == 1, "65_plus", "under_65"),
+            "partner": (customers["Partner"].map(TELCO_PARTNER) if "Partner" in customers
+                        else pd.Series(None, index=customers.index, dtype=object)),
         },
         index=customers.index,
     )

@@ -49,10 +49,13 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
-    """ROC-AUC, PR-AUC (average precision), ECE, Brier score and log loss."""
+    """ROC-AUC, PR-AUC (average precision), ECE, Brier score, log loss, and the resolution of ``p``:
+    ``distinct`` values, and how many are exactly 0 or 1 (``at_0_or_1``)."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     return {
+        "distinct": float(len(np.unique(p))),
+        "at_0_or_1": float(((p == 0.0) | (p == 1.0)).sum()),
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
         "ece": expected_calibration_error(y, p, n_bins),

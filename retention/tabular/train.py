@@ -9,9 +9,11 @@ Recipe, for each model:
    ``scale_pos_weight``; the model is trained on the true class balance with a proper
    scoring rule (log loss), so its scores stay probabilities. Monotone constraints (acceptance
    in ``offer_level``) are XGBoost ``monotone_constraints``.
-3. Calibrate with isotonic regression on the calibration part, around the *frozen* model
-   (``sklearn.frozen.FrozenEstimator``; ``cv="prefit"`` no longer exists). Isotonic maps are
-   non-decreasing, so monotonicity survives calibration.
+3. Calibrate on the calibration part, around the *frozen* model (``sklearn.frozen.FrozenEstimator``;
+   ``cv="prefit"`` no longer exists). ``calibration="interpolated_isotonic"`` (default,
+   :mod:`retention.tabular.calibration`) joins the isotonic blocks linearly: the order and the
+   resolution of the scores survive, and no probability is exactly 0 or 1. ``"isotonic"`` is
+   sklearn's step function. Both maps are non-decreasing, so monotonicity survives calibration.
 4. A logistic-regression baseline (one-hot + scaled numerics) is fit on the same fit part.
 5. Everything is scored on the **test** split: before and after calibration, and the baseline.
 """
@@ -75,7 +77,7 @@ class TrainResult:
     """A trained, calibrated model with everything needed to evaluate and log it."""
 
     spec: ModelSpec
-    model: CalibratedClassifierCV
+    model: Any  # the calibrated classifier (predict_proba)
     raw_model: Pipeline
     baseline: Pipeline
     params: dict[str, Any]
@@ -149,6 +151,17 @@ def _search(spec, cfg, seed, X_fit, y_fit, X_valid, y_valid) -> dict[str, Any]:
     return {**base, **study.best_params}
 
 
+def calibrate(fitted, X_cal: pd.DataFrame, y_cal: np.ndarray, method: str = "interpolated_isotonic"):
+    """Calibrate an already-fitted classifier on a held-out set (``method``: see the module docstring)."""
+    if method == "isotonic":
+        return calibrate_isotonic(fitted, X_cal, y_cal)
+    if method == "interpolated_isotonic":
+        from retention.tabular.calibration import InterpolatedIsotonicCalibrator
+
+        return InterpolatedIsotonicCalibrator(FrozenEstimator(fitted)).fit(X_cal, y_cal)
+    raise ValueError(f"calibration must be 'interpolated_isotonic' or 'isotonic', got {method!r}")
+
+
 def calibrate_isotonic(fitted, X_cal: pd.DataFrame, y_cal: np.ndarray) -> CalibratedClassifierCV:
     """Isotonic calibration of an already-fitted classifier on a held-out calibration set.
 
@@ -214,7 +227,7 @@ def train_model(
     )
     params = _search(spec, cfg, seed, X_fit, y_fit, X_valid, y_valid) if cfg.n_trials > 0 else xgb_params(cfg)
     raw = _fit_xgb(spec, params, cfg, seed, X_fit, y_fit, X_valid, y_valid)
-    calibrated = calibrate_isotonic(raw, X_cal, y_cal)
+    calibrated = calibrate(raw, X_cal, y_cal, cfg.calibration)
     baseline = logistic_baseline(spec, seed).fit(X_fit, y_fit)
 
     preds = {

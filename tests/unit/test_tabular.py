@@ -13,6 +13,7 @@ from retention.config import load_config
 from retention.errors import InputError
 from retention.registry import Thresholds, gate
 from retention.tabular import features as F
+from retention.tabular.calibration import InterpolatedIsotonicCalibrator
 from retention.tabular.metrics import classification_metrics, expected_calibration_error
 from retention.tabular.train import ACCEPT, RISK, calibrate_isotonic, train_model
 
@@ -33,7 +34,7 @@ def test_classification_metrics_keys_and_ranges():
     p = rng.random(500)
     y = (rng.random(500) < p).astype(int)
     m = classification_metrics(y, p)
-    assert set(m) == {"roc_auc", "pr_auc", "ece", "brier", "log_loss"}
+    assert set(m) == {"roc_auc", "pr_auc", "ece", "brier", "log_loss", "distinct", "at_0_or_1"}
     assert 0.6 < m["roc_auc"] < 1 and m["ece"] < 0.1
 
 
@@ -85,6 +86,7 @@ def _synthetic_accept(n: int, seed: int, offer_effect: float) -> pd.DataFrame:
         "month": rng.choice(["may", "jun", "jul"], n),
         "day_of_week": rng.choice(["mon", "tue", "wed"], n),
         "age_band": rng.choice(["under_65", "65_plus"], n, p=[0.9, 0.1]),
+        "partner": rng.choice(["yes", "no"], n),
     })
     logit = -2.0 + offer_effect * df["offer_level"] + 1.5 * (df["previous_outcome"] == "success") \
         - 0.3 * df["campaign_contacts"] + 0.8 * (df["channel"] == "cellular")
@@ -182,10 +184,16 @@ def test_non_dataframe_input_is_a_clear_error():
 def test_offer_level_proxy_and_telco_acceptance_frame():
     lv = F.offer_level_from_euribor(pd.Series([0.7, 1.344, 1.4, 4.86, 4.965]))
     assert lv.tolist() == [3, 3, 2, 1, 0]
-    customers = pd.DataFrame({"SeniorCitizen": [0, 1]})
+    customers = pd.DataFrame({"SeniorCitizen": [0, 1], "Partner": ["Yes", "No"]})
     frame = F.telco_acceptance_frame(customers, [0, 3], campaign_contacts=[1, 2])
     assert list(frame.columns) == list(ACCEPT.features)
     assert frame["age_band"].tolist() == ["under_65", "65_plus"]
+    assert frame["partner"].tolist() == ["yes", "no"]
+    bank = pd.DataFrame({"euribor3m": [1.0, 5.0], "campaign": [1, 2], "pdays": [np.nan, 3.0], "previous": [0, 1],
+                         "poutcome": ["nonexistent", "failure"], "contact": ["cellular", "telephone"],
+                         "month": ["may", "jun"], "day_of_week": ["mon", "fri"], "age": [30, 70],
+                         "marital": ["married", "divorced"], "y": [0, 1]})
+    assert F.bank_acceptance_frame(bank)["partner"].tolist() == ["yes", "no"]
     assert frame["offer_level"].tolist() == [0.0, 3.0]
     assert RISK.label == "Churn"
 
@@ -207,3 +215,41 @@ def test_gate_against_champion_with_tolerance():
     assert gate({"roc_auc": 0.855, "ece": 0.025}, T, champ, tolerance=0.01).promote
     worse = gate({"roc_auc": 0.84, "ece": 0.02}, T, champ, tolerance=0.01)
     assert not worse.promote and "champion" in worse.reasons[0]
+
+
+# ----------------------------------------------------------------------------- interpolated isotonic
+class _Overconfident(ClassifierMixin, BaseEstimator):
+    """A fitted-looking classifier whose scores are sharper than the truth (a real miscalibration)."""
+
+    classes_ = np.array([0, 1])
+
+    def fit(self, x, y):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def predict(self, x):
+        return (self.predict_proba(x)[:, 1] >= 0.5).astype(int)
+
+    def predict_proba(self, x):
+        p = 1 / (1 + np.exp(-3.0 * (np.asarray(x)[:, 0] - 0.4)))
+        return np.column_stack([1 - p, p])
+
+
+def test_interpolated_isotonic_keeps_order_and_resolution_and_never_hits_0_or_1():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 1))
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(x[:, 0] - 0.4)))).astype(int)
+    fitted = _Overconfident()
+    cal = InterpolatedIsotonicCalibrator(fitted).fit(x[:2000], y[:2000])
+    test = x[2000:]
+    raw, p = fitted.predict_proba(test)[:, 1], cal.predict_proba(test)[:, 1]
+    order = np.argsort(raw)
+    assert np.all(np.diff(p[order]) >= 0)  # the order survives
+    assert len(np.unique(p)) >= 0.9 * len(np.unique(raw))  # ... and the resolution
+    assert ((p > 0) & (p < 1)).all()
+    iso = calibrate_isotonic(fitted, x[:2000], y[:2000]).predict_proba(test)[:, 1]
+    assert len(np.unique(iso)) < len(np.unique(p)) / 5  # the step function it replaces
+    ece = classification_metrics(y[2000:], p)["ece"]
+    assert ece < classification_metrics(y[2000:], raw)["ece"] / 2  # it does calibrate
