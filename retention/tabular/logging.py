@@ -20,6 +20,7 @@ PACKAGE_DIR = str(Path(retention.__file__).resolve().parent)
 # Models are saved with skops (no arbitrary code on load); these are the non-sklearn-core types
 # our calibrated pipeline is made of, declared trusted explicitly.
 SKOPS_TRUSTED_TYPES = [
+    "retention.tabular.calibration.InterpolatedIsotonicCalibrator",
     "retention.tabular.features.TabularFeatures",
     "sklearn.calibration._CalibratedClassifier",
     "xgboost.core.Booster",
