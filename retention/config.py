@@ -239,6 +239,9 @@ class PPOConfig:
     index_features:
         Append to the agent's input each offer's advantage over waiting in the customer's
         Lagrangian DP at lambda* (``retention/policy/lagrangian.py``), computed from the observation.
+    index_prior:
+        With ``index_features``: a fixed logit bonus towards the index policy's choice (contact iff
+        the best offer's DP advantage is positive; that offer). 0 turns it off.
     seed:
         Seed of torch, numpy and the simulator.
     """
@@ -268,6 +271,7 @@ class PPOConfig:
     masked: str = "budget,fatigue,cooldown"
     expected_reward: bool = True
     index_features: bool = True
+    index_prior: float = 3.0
     seed: int = 1
 
 

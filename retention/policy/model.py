@@ -38,7 +38,8 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
 
         index = bool(spec.get("index_features", False))
         agent = Agent(hidden=spec["hidden"], ltv_months=env.ltv_months, offer_months=env.offer_months,
-                      contact_cost=env.contact_cost, n_extra=4 if index else 0)
+                      contact_cost=env.contact_cost, n_extra=4 if index else 0,
+                      index_prior=float(spec.get("index_prior", 0.0)))
         agent.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         agent.eval()
         if index:

@@ -15,7 +15,9 @@ each offer, the advantage over waiting that the customer's Lagrangian DP
 (:mod:`retention.policy.lagrangian`) gives at lambda* (the median over training cohorts), in units of
 100. It is computed from the observation alone (:func:`~retention.policy.lagrangian.row_advantage`),
 so serving computes it the same way; in training it is looked up in tables solved once for the
-pool (acceptance extrapolated from the first contact with the same decay).
+pool (acceptance extrapolated from the first contact with the same decay). ``PPOConfig.index_prior``
+adds a fixed logit bonus for what the index policy would do (contact or not, which offer), so
+training starts near the index policy and learns corrections on top of it.
 
 Hard constraints listed in ``PPOConfig.masked`` are enforced by **action masking** (the guard's
 mask, :func:`retention.policy.guard.action_mask`), so the policy cannot choose them. Logged per
@@ -70,9 +72,11 @@ class Agent(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, n_costs: int = len(CONSTRAINTS), ltv_months: float = 12.0,
-                 offer_months: float = 3.0, contact_cost: float = 0.1, n_extra: int = 0):
+                 offer_months: float = 3.0, contact_cost: float = 0.1, n_extra: int = 0, index_prior: float = 0.0):
         super().__init__()
         self.n_extra = n_extra  # extra input columns after the observation (the DP advantages)
+        # logit bonus for what the index policy would do (needs the DP advantages as input)
+        self.register_buffer("index_prior", torch.tensor(float(index_prior) if n_extra else 0.0), persistent=False)
         self.nvec = tuple(ACTION_NVEC)
         self.register_buffer("econ", torch.tensor([ltv_months, offer_months, contact_cost], dtype=torch.float32))
         self.register_buffer("pct", torch.tensor(OFFER_PERCENT, dtype=torch.float32) / 100.0)
@@ -96,8 +100,20 @@ class Agent(nn.Module):
 
     def distributions(self, obs: torch.Tensor, mask: torch.Tensor) -> list[Categorical]:
         """One Categorical per head; ``mask`` (B, 2+4+8) is True where an action is allowed."""
-        logits = self.actor(self.features(obs)).masked_fill(~mask, MASK_FILL)
+        logits = self.actor(self.features(obs))
+        if self.n_extra and float(self.index_prior) != 0.0:
+            logits = logits + self.index_prior * self.index_logits(obs)
+        logits = logits.masked_fill(~mask, MASK_FILL)
         return [Categorical(logits=chunk) for chunk in torch.split(logits, self.nvec, dim=-1)]
+
+    def index_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """+1/-1 on contact as the DP advantage of the best offer is positive or not, +1 on that offer."""
+        adv = obs[..., len(OBS_COLUMNS):len(OBS_COLUMNS) + len(OFFER_PERCENT)]
+        go = (adv.max(dim=-1).values > 0).float() * 2 - 1
+        contact = torch.stack([torch.zeros_like(go), go], dim=-1)
+        offer = torch.nn.functional.one_hot(adv.argmax(dim=-1), len(OFFER_PERCENT)).float()
+        delay = torch.zeros((*adv.shape[:-1], self.nvec[2]))
+        return torch.cat([contact, offer, delay], dim=-1)
 
     def get_action_and_value(self, obs, mask, action=None):
         dists = self.distributions(obs, mask)
@@ -228,7 +244,7 @@ def train(
         features = PoolIndexFeatures(pool, env_cfg, lam, acceptance_decay(pool) if decay is None else decay)
     n_extra = len(OFFER_PERCENT) if features is not None else 0
     agent = Agent(hidden=cfg.hidden, ltv_months=env_cfg.ltv_months, offer_months=env_cfg.offer_months,
-                  contact_cost=env_cfg.contact_cost, n_extra=n_extra)
+                  contact_cost=env_cfg.contact_cost, n_extra=n_extra, index_prior=cfg.index_prior)
 
     def inputs(o: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(o if features is None else features(o, sim))

@@ -6,7 +6,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from retention.config import Config
@@ -64,7 +63,7 @@ def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
             weights = Path(tmp) / "agent.pt"
             torch.save(result.agent.state_dict(), weights)
             spec = policy_spec("ppo", cfg.env, hidden=cfg.ppo.hidden, index_features=cfg.ppo.index_features,
-                               lam=lam, decay=decay.tolist())
+                               index_prior=cfg.ppo.index_prior, lam=lam, decay=decay.tolist())
             info = log_policy(spec, weights, {"trained_by_run": run.info.run_id})
         mlflow.set_tag("registered_model", f"retention-policy/{info.registered_model_version}")
         last = result.history[-1]
@@ -179,4 +178,4 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         return run.info.run_id
 
 
-__all__ = ["evaluate_policy", "train_policy", "report", "multiplier_and_decay", "pd"]
+__all__ = ["evaluate_policy", "train_policy", "report", "multiplier_and_decay"]

@@ -66,7 +66,8 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     # the whole chain ran: a policy champion was chosen among PPO and the baselines, comparison recorded
     champion = MlflowClient().get_model_version_by_alias("retention-policy", "champion")
     comparison = json.loads(champion.tags["gate.comparison"])
-    assert {"ppo", "never_contact", "greedy_ev", "knapsack", "upper_bound"} <= set(comparison)
+    assert {"ppo", "never_contact", "greedy_ev", "knapsack", "index", "index_resolve", "lagrangian_bound",
+            "lp_bound"} <= set(comparison)
     assert comparison[champion.tags["gate.champion_policy"]]["violations"] == 0
     steps.main(cfg, params)
     out = capsys.readouterr().out
