@@ -192,3 +192,51 @@ def test_index_policy_serving_spec_round_trip_and_rules():
     assert out["contact"].iloc[4:].eq(0).all()
     assert out["contact"].iloc[:4].sum() > 0
     assert out["delay_days"].between(0, 7).all()
+
+
+def test_index_policy_behind_the_decision_service_follows_the_ledger(tmp_path):
+    """Serving: the registered index policy decides from the request, the ledger's state and
+    ``serving.days_left``; a customer it contacted is not contacted again inside the cooldown, and a
+    customer with no churn risk worth a message is not contacted at all."""
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from retention.messaging.shield import default_shield
+    from retention.policy.guard import GuardRules
+    from retention.policy.model import build_policy, policy_spec
+    from retention.serving.ledger import ContactLedger
+    from retention.serving.service import DecisionService
+
+    class Fixed:
+        def __init__(self, p):
+            self.p = p
+
+        def predict_proba(self, frame):
+            return np.column_stack([np.full(len(frame), 1 - self.p), np.full(len(frame), self.p)])
+
+    cfg = load_config("smoke")
+    customer = {"customer_id": "7590-VHVEG", "name": "Maria", "gender": "Female", "SeniorCitizen": 0,
+                "Partner": "Yes", "Dependents": "No", "tenure": 1, "PhoneService": "No",
+                "MultipleLines": "No phone service", "InternetService": "DSL", "OnlineSecurity": "No",
+                "OnlineBackup": "Yes", "DeviceProtection": "No", "TechSupport": "No", "StreamingTV": "No",
+                "StreamingMovies": "No", "Contract": "Month-to-month", "PaperlessBilling": "Yes",
+                "PaymentMethod": "Electronic check", "MonthlyCharges": 29.85, "TotalCharges": 29.85}
+    policy = build_policy(policy_spec("index", cfg.env, lam=1.0, decay=[[1.0, 0.85, 0.72]] * 4))
+    rules = GuardRules(cfg.env.fatigue_cap, cfg.env.cooldown_days, cfg.env.contact_cost)
+    now = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+    def service(risk, ledger):
+        return DecisionService(Fixed(risk), Fixed(0.3), policy, None, default_shield(), cfg.env, cfg.serving, ledger,
+                               {"churn-risk": "1"})
+
+    ledger = ContactLedger(f"sqlite:///{tmp_path / 'ledger.db'}", rules, budget=100.0)
+    first = service(0.6, ledger).decide(pd.DataFrame([customer]), now=now).iloc[0]
+    assert first["decision"]["contact"] and ledger.summary()["contacts"] == 1
+    assert 0 <= first["decision"]["delay_days"] <= 7
+    again = service(0.6, ledger).decide(pd.DataFrame([customer]), now=now + timedelta(days=1)).iloc[0]
+    assert not again["decision"]["contact"]  # the ledger's cooldown: the policy itself declines ...
+    assert not any("guard changed" in w for w in again["metadata"]["warnings"])  # ... the guard need not
+    quiet = ContactLedger(f"sqlite:///{tmp_path / 'quiet.db'}", rules, budget=100.0)
+    low = service(0.001, quiet).decide(pd.DataFrame([customer]), now=now).iloc[0]
+    assert not low["decision"]["contact"] and quiet.summary()["contacts"] == 0
