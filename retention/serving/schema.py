@@ -7,7 +7,12 @@ Request: one record per customer, as ``dataframe_records``/``inputs``, or the or
   (trimmed, upper case: ``"gina-7 "`` is ``"GINA-7"``) by :func:`normalise_customer_id`;
 * ``name`` (optional; unusable or over-long names are not used, and the message greets "there");
 * the Telco fields (all optional: missing ones are scored as missing values and listed in
-  ``metadata.warnings``). Categories outside the known sets are treated as missing, with a warning;
+  ``metadata.warnings``), under their Telco names (``MonthlyCharges``) or their snake_case aliases
+  (``monthly_charges``, ``contract``, ``payment_method``, ... :data:`FIELD_ALIASES`). ``plan`` is a
+  shorthand: a Contract value (``month-to-month``, ``one year``, ``two year``) or an InternetService
+  value (``DSL``, ``fiber optic``, ``no``) fills that field when it is not given. Category values
+  match ignoring case, spaces, ``_`` and ``-`` (``fiber_optic`` is ``Fiber optic``); other values
+  are treated as missing, with a warning;
 * ``local_time`` (ISO 8601) and ``timezone`` (IANA) for quiet hours; ``request_id`` for
   idempotency (a string of letters, digits and ``._:/+=@-``, never truncated; it belongs to one
   customer); ``dry_run`` (true: decide and write the message, record nothing);
@@ -16,6 +21,7 @@ Request: one record per customer, as ``dataframe_records``/``inputs``, or the or
 Anything else wrong (a non-numeric or out-of-range number, a bad time or zone, a missing
 ``customer_id``, an empty batch, over ``MAX_BATCH`` records) rejects the batch with field-level
 errors such as ``records[3].tenure: must be between 0 and 1200``. The server answers HTTP 400.
+Unknown fields are ignored and named in ``metadata.warnings`` (``unknown field(s) ignored: plann``).
 No error or warning repeats a value from the request: errors name the field and the fix only.
 """
 
@@ -30,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 from retention.data.validate import load_suite_spec
 from retention.messaging.shield import usable_name
@@ -44,6 +51,47 @@ NUMERIC_RANGES = {"SeniorCitizen": (0, 1), "tenure": (0, 1200), "MonthlyCharges"
                   "TotalCharges": (0, 10_000_000)}
 OPTIONAL = ("name", "local_time", "timezone", "request_id", "dry_run", "with_message")
 INPUT_COLUMNS = ("customer_id", *OPTIONAL, *RISK_FEATURES, "customer_facts")
+
+
+def snake_case(name: str) -> str:
+    """``MonthlyCharges`` -> ``monthly_charges``, ``StreamingTV`` -> ``streaming_tv``, ``customerID`` ->
+    ``customer_id``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+# snake_case alias -> canonical field; the canonical name wins when a record gives both
+FIELD_ALIASES = {snake_case(c): c for c in RISK_FEATURES if snake_case(c) != c} | {"customerID": "customer_id"}
+PLAN_FIELDS = ("Contract", "InternetService")  # what ``plan`` may name, tried in this order
+MAX_LISTED_FIELDS = 10
+REQUEST_FIELDS = (*INPUT_COLUMNS, *FIELD_ALIASES, "plan")  # every field a request may carry
+
+
+def input_schema() -> Schema:
+    """The request fields, typed, ``customer_id`` required: what a client should send.
+
+    Numbers are ``double`` (integers are accepted), flags ``boolean``, everything else ``string``;
+    ``customer_facts`` (the nested shape) is an object. Aliases carry the type of their field.
+    The served model's *enforced* signature (:func:`retention.serving.model.signature`) declares the
+    same fields as optional ``any``: MLflow rejects a type mismatch before the model sees it, with
+    a message that repeats the whole request, and it cannot tell that ``customer_id`` may come
+    inside ``customer_facts``; the field-level validation here answers those cases instead.
+    """
+    def kind(field: str) -> Any:
+        if field in NUMERIC_RANGES:
+            return DataType.double
+        if field in ("dry_run", "with_message"):
+            return DataType.boolean
+        return DataType.string
+
+    specs = [ColSpec(DataType.string, "customer_id", required=True)]
+    for field in REQUEST_FIELDS:
+        if field == "customer_id":
+            continue
+        if field == "customer_facts":
+            specs.append(ColSpec(AnyType(), field, required=False))
+        else:
+            specs.append(ColSpec(kind(FIELD_ALIASES.get(field, field)), field, required=False))
+    return Schema(specs)
 
 
 class RequestError(ValueError):
@@ -63,6 +111,17 @@ def allowed_categories() -> dict[str, set[str]]:
         if e["type"] == "expect_column_values_to_be_in_set" and kw["column"] in RISK_CATEGORICAL:
             out[kw["column"]] = set(kw["value_set"])
     return out
+
+
+def _fold(text: str) -> str:
+    """A category value compared loosely: case, spaces, ``_`` and ``-`` do not matter."""
+    return re.sub(r"[\s_-]+", " ", text.strip().lower())
+
+
+def _field_label(name: Any) -> str:
+    """An unknown field's name as it may appear in a warning: printable, at most 40 characters."""
+    text = "".join(ch for ch in str(name) if ch.isprintable())[:40]
+    return text or "(unnamed)"
 
 
 def _missing(v: Any) -> bool:
@@ -169,12 +228,15 @@ class _Parse:
     def field_category(self, col: str, allowed: set[str]) -> list[str | None]:
         out: list[str | None] = []
         absent = self.absent[col] = []
+        folded = {_fold(a): a for a in allowed}
         for i, v in enumerate(self.raw(col)):
             absent.append(_missing(v))
             if absent[-1]:
                 out.append(None)
             elif (text := v if isinstance(v, str) else str(v)) in allowed:
                 out.append(text)
+            elif _fold(text) in folded:
+                out.append(folded[_fold(text)])
             else:
                 out.append(None)
                 self.notes[i].append(f"{col} is not a known category and was treated as missing")
@@ -251,6 +313,50 @@ def _merge_customer_facts(records: list[dict], errors: list[tuple[int, str, str]
     return out
 
 
+def resolve_fields(columns: dict[str, list], n: int, categories: dict[str, set[str]]
+                   ) -> tuple[dict[str, list], list[list[str]]]:
+    """Map snake_case aliases and ``plan`` onto the canonical fields; name every unknown field.
+
+    Returns the columns under canonical names only, and per record the warnings: unknown fields
+    (by name) and a ``plan`` that names no known Contract or InternetService value.
+    """
+    notes: list[list[str]] = [[] for _ in range(n)]
+    known = set(INPUT_COLUMNS)
+    out = {k: list(v) for k, v in columns.items() if k in known}
+    unknown: list[list[str]] = [[] for _ in range(n)]
+    for key, values in columns.items():
+        if key in known:
+            continue
+        canonical = FIELD_ALIASES.get(key)
+        if canonical is not None:
+            target = out.setdefault(canonical, [None] * n)
+            for i, v in enumerate(values):
+                if _missing(target[i]) and not _missing(v):
+                    target[i] = v
+        elif key == "plan":
+            folded = {f: {_fold(a): a for a in categories.get(f, ())} for f in PLAN_FIELDS}
+            for i, v in enumerate(values):
+                if _missing(v):
+                    continue
+                field = next((f for f in PLAN_FIELDS if _fold(str(v)) in folded[f]), None)
+                if field is None:
+                    notes[i].append("plan is not a known Contract or InternetService value and was ignored")
+                    continue
+                target = out.setdefault(field, [None] * n)
+                if _missing(target[i]):
+                    target[i] = folded[field][_fold(str(v))]
+        else:
+            for i, v in enumerate(values):
+                if not _missing(v):
+                    unknown[i].append(_field_label(key))
+    for i, names in enumerate(unknown):
+        if names:
+            more = f" and {len(names) - MAX_LISTED_FIELDS} more" if len(names) > MAX_LISTED_FIELDS else ""
+            notes[i].append(f"unknown field(s) ignored: {', '.join(sorted(names)[:MAX_LISTED_FIELDS])}{more} "
+                            "(the request fields are listed in the README, 'Serving')")
+    return out, notes
+
+
 def parse_request(frame: pd.DataFrame | list[dict], categories: dict[str, set[str]] | None = None
                   ) -> tuple[pd.DataFrame, list[list[str]]]:
     """Validate and normalise a request frame; returns (records, warnings per record).
@@ -271,7 +377,9 @@ def parse_request(frame: pd.DataFrame | list[dict], categories: dict[str, set[st
         records = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else [dict(r) for r in frame]
         records = _merge_customer_facts(records, merge_errors)
         columns = pd.DataFrame(records).to_dict("list")
+    columns, field_notes = resolve_fields(columns, n, cats)
     parse = _Parse(columns, n)
+    parse.notes = field_notes
     parse.errors.extend(merge_errors)
     out: dict[str, list] = {"customer_id": parse.field_customer_id(), "name": parse.field_name()}
     for col, (lo, hi) in NUMERIC_RANGES.items():

@@ -67,8 +67,10 @@ class DecisionService:
         self.bundle_run_id = bundle_run_id
 
     # ------------------------------------------------------------------ scoring
-    def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray) -> np.ndarray:
-        times = [t if t is not None else datetime.now(UTC) for t in rows["local_time"]]
+    def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray, now: datetime) -> np.ndarray:
+        """P(accept) of each offer. The model uses the contact's month and weekday: a record without
+        ``local_time`` is decided as of ``now`` (and warned about in :meth:`decide`)."""
+        times = [t if t is not None else now for t in rows["local_time"]]
         return offer_acceptance(self.accept, rows, fatigue + 1.0, [MONTHS[t.month - 1] for t in times],
                                 [WEEKDAYS[t.weekday()] for t in times])
 
@@ -77,6 +79,10 @@ class DecisionService:
         used for another customer) before anything is booked."""
         now = now or datetime.now(UTC)
         rows, notes = parse_request(request, self.categories)
+        for i, when in enumerate(rows["local_time"]):
+            if when is None:
+                notes[i].append(f"local_time not given: decided as of {now:%Y-%m-%d} (server time); the offer "
+                                "model uses the month and weekday, so another day can give another offer")
         self._maybe_prune(now)
         ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
         recorded = self.ledger.replay(request_ids)
@@ -90,7 +96,7 @@ class DecisionService:
         states, budget_total, budget_left = self.ledger.states(ids, now)
         fatigue = np.array([states[c].fatigue_count for c in ids], dtype=float)
         dsc = np.array([states[c].days_since_contact for c in ids], dtype=float)
-        accept = self._accept_probs(rows, fatigue)
+        accept = self._accept_probs(rows, fatigue, now)
         monthly = rows["MonthlyCharges"].fillna(0.0).to_numpy(dtype=float)
         costs = offer_costs(monthly, self.env.offer_months)
         budget = np.full(len(rows), budget_left)

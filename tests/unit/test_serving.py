@@ -364,3 +364,62 @@ def test_guard_overrides_a_rule_breaking_policy(tmp_path):
     assert d["decision"]["offer_percentage"] == 0  # 15% unaffordable with a budget of 1.0
     assert any("guard" in w for w in d["metadata"]["warnings"])
     assert tight.summary()["budget_spent"] <= 1.0
+
+
+# ----------------------------------------------------------------------------- field names
+SNAKE = {"customer_id": "s-1", "gender": "Female", "senior_citizen": 0, "partner": "Yes", "dependents": "No",
+         "tenure": 1, "phone_service": "No", "multiple_lines": "No phone service", "internet_service": "DSL",
+         "online_security": "No", "online_backup": "Yes", "device_protection": "No", "tech_support": "No",
+         "streaming_tv": "No", "streaming_movies": "No", "contract": "Month-to-month", "paperless_billing": "Yes",
+         "payment_method": "Electronic check", "monthly_charges": 29.85, "total_charges": 29.85}
+
+
+def test_snake_case_aliases_of_every_telco_field_are_read_as_the_field():
+    from retention.tabular.features import RISK_FEATURES
+
+    rows, notes = parse_request(pd.DataFrame([SNAKE, {**CUSTOMER, "customer_id": "s-1"}]))
+    for field in RISK_FEATURES:  # the same customer, spelled two ways, parses to the same values
+        assert rows.loc[0, field] == rows.loc[1, field], field
+    assert notes == [[], []]  # nothing reported missing, nothing unknown
+
+
+def test_plan_fills_contract_or_internet_service_and_values_match_loosely():
+    rows, notes = parse_request(pd.DataFrame([
+        {"customer_id": "a", "plan": "month-to-month"},
+        {"customer_id": "b", "plan": "Fiber_Optic", "contract": "two year"},
+        {"customer_id": "c", "plan": "gold", "Contract": "One year", "contract": "Two year"},
+    ]))
+    assert rows["Contract"].tolist() == ["Month-to-month", "Two year", "One year"]  # the Telco name wins
+    assert rows.loc[1, "InternetService"] == "Fiber optic"
+    assert any("plan is not a known Contract or InternetService value" in n for n in notes[2])
+    assert not any("gold" in n for n in notes[2])
+
+
+def test_unknown_fields_are_named_in_the_warnings():
+    rows, notes = parse_request(pd.DataFrame([
+        {**CUSTOMER, "montly_charges": 10.0, "loyalty_tier": "gold"},
+        {**CUSTOMER, "montly_charges": None},  # absent in this record: nothing to report
+    ]))
+    assert "unknown field(s) ignored: loyalty_tier, montly_charges" in " ".join(notes[0])
+    assert not any("unknown" in n for n in notes[1])
+    assert not any("gold" in n for n in notes[0])  # the name of the field, never its value
+    assert "montly_charges" not in rows.columns
+
+
+def test_a_record_without_local_time_is_decided_as_of_now_with_a_warning(ledger):
+    out = _service(ledger).decide(pd.DataFrame([{**CUSTOMER, "dry_run": True},
+                                                {**CUSTOMER, "customer_id": "t", "dry_run": True,
+                                                 "local_time": "2026-03-02T10:00:00"}]), now=NOW)
+    warned = [any("local_time not given: decided as of 2026-11-25" in w for w in r["warnings"])
+              for r in out["metadata"]]
+    assert warned == [True, False]
+
+
+def test_as_of_fills_only_the_records_without_local_time():
+    """The acceptance model reads month and weekday: ``with_default_time`` pins them for a batch."""
+    from retention.serving.batch import with_default_time
+
+    frame = pd.DataFrame([{**CUSTOMER}, {**CUSTOMER, "customer_id": "k", "local_time": "2026-05-05T09:00:00"}])
+    pinned = with_default_time(frame, datetime(2026, 11, 25, 10))
+    assert pinned["local_time"].tolist() == ["2026-11-25T10:00:00", "2026-05-05T09:00:00"]
+    assert "local_time" not in with_default_time(pd.DataFrame([CUSTOMER]), None).columns

@@ -1,0 +1,46 @@
+"""Logging pyfunc models as MLflow *models from code* (MLflow's recommended way for custom models).
+
+A model is a small Python file that calls :func:`mlflow.models.set_model`; the ``retention``
+package travels as ``code_paths`` and the weights as ``artifacts``. Nothing is pickled, so a logged
+model holds only what it needs (a LoRA adapter, not the base model it was trained on).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+PACKAGE_DIR = Path(__file__).resolve().parent  # the ``retention`` package, bundled as code
+
+
+@contextmanager
+def no_ledger_files() -> Iterator[None]:
+    """While MLflow validates a logged model on its input example, keep any ledger in memory.
+
+    ``log_model`` loads the model and predicts the input example; the composite model would open
+    ``./ledger.db`` and log those rows. ``RETENTION_LEDGER_URL=sqlite://`` (in memory) for the
+    duration leaves no file and no row behind.
+    """
+    before = os.environ.get("RETENTION_LEDGER_URL")
+    os.environ["RETENTION_LEDGER_URL"] = "sqlite://"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RETENTION_LEDGER_URL", None)
+        else:
+            os.environ["RETENTION_LEDGER_URL"] = before
+
+
+def log_model_from_code(name: str, model_code: Path, artifacts: dict[str, str], **kwargs: Any):
+    """``mlflow.pyfunc.log_model`` as models from code: ``model_code`` builds the model, this package
+    travels as ``code_paths`` and ``artifacts`` are copied; nothing is pickled."""
+    with no_ledger_files():
+        return mlflow.pyfunc.log_model(name=name, python_model=str(model_code), artifacts=artifacts,
+                                       code_paths=[str(PACKAGE_DIR)], **kwargs)
+
