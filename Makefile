@@ -10,6 +10,10 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= retention
 export PATH := $(BIN):$(PATH)
 PROFILE ?= cpu
+# progress bars: auto (only on a terminal), on, off (`make run PROGRESS=off`)
+PROGRESS ?= auto
+# MLflow's own INFO lines ("=== Running command ... ===" per step); INFO shows them again
+export MLFLOW_LOGGING_LEVEL ?= WARNING
 HOST ?= 127.0.0.1
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
@@ -40,7 +44,7 @@ venv: $(STAMP)
 
 run: venv
 	$(BIN)/retention init
-	$(BIN)/mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) -P profile=$(PROFILE)
+	$(BIN)/mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) -P profile=$(PROFILE) -P progress=$(PROGRESS)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -59,6 +63,7 @@ lint: venv
 
 clean:
 	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache
+	@echo "(the dequantised base model stays in the model cache: \$$RETENTION_MODEL_CACHE or ~/.cache/retention/models)"
 
 # --- at scale (README, "At scale") ----------------------------------------------------------------
 TRACKING_PORT ?= 5000

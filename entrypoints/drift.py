@@ -4,6 +4,9 @@ Exit codes: 0 no drift, 1 drift detected, 2 the check could not run.
 """
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, in any environment
 
 from retention.cli import main
 

@@ -5,6 +5,9 @@ submitter created, and the composite model is scored with `mlflow.pyfunc.spark_u
 """
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, in any environment
 
 from retention.cli import main
 

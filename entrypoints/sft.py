@@ -1,6 +1,9 @@
 """MLproject entry point 'sft': a thin wrapper over `retention sft` (see retention/cli.py)."""
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, in any environment
 
 from retention.cli import main
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -363,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         "($MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (they are shown only on a terminal anyway; RETENTION_PROGRESS=on|off)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (func, help_text, adders) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -372,13 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "main":
             p.add_argument("--reuse", type=_bool, default=True, metavar="BOOL",
                            help="reuse a finished step run with the same parameters and git commit (default true)")
+            p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                           help="progress bars of every step: auto (only on a terminal, the default), on, off")
         p.set_defaults(func=func)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from retention import console
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "progress", "auto") != "auto":  # `main --progress on|off`: for this and every step it launches
+        os.environ[console.PROGRESS_ENV] = args.progress
+    args.no_progress = not console.show_progress(not args.no_progress)  # bars only on a terminal
+    console.setup(progress=not args.no_progress, debug=args.debug)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

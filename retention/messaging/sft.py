@@ -60,9 +60,17 @@ def machine_args(settings: dict, seed: int, progress: bool) -> dict:
     """The trainer arguments every LM training here shares (SFT, reward models): precision from
     :func:`training_settings`, the CPU when there is no CUDA, no checkpoints saved, no reporting."""
     return {"bf16": bool(settings["bf16"]), "fp16": False,
-            "gradient_checkpointing": bool(settings["gradient_checkpointing"]), "save_strategy": "no",
+            "activation_checkpointing": bool(settings["gradient_checkpointing"]), "save_strategy": "no",
             "report_to": "none", "seed": seed, "use_cpu": not torch.cuda.is_available(),
             "dataloader_num_workers": 0, "disable_tqdm": not progress}
+
+
+def quiet_trainer(trainer) -> None:
+    """No raw log dicts on the console (transformers prints every log as a dict of strings when its
+    bars are off): the step logs its metrics to MLflow and prints one summary line instead."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
 
 
 def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | None = None,
@@ -94,6 +102,7 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
         trainer = SFTTrainer(model=peft_model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              callbacks=[_LossLogger(log, history)])
         start = time.perf_counter()
+        quiet_trainer(trainer)
         trainer.train()
         seconds = time.perf_counter() - start
     tokenizer.padding_side = "left"

@@ -31,6 +31,7 @@ from mlflow.utils import mlflow_tags
 
 from retention.config import Config
 from retention.errors import ConfigError, RegistryError
+from retention.models_from_code import log_model_from_code
 from retention.steps import _generator_requirements, processed_dir_of, step_run
 
 GENERATOR = "message-generator"
@@ -134,7 +135,6 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
     from retention.messaging.preferences import FAMILIES, build_preference_sets, parse_families, reward_prompt
     from retention.messaging.review import read_labels
     from retention.messaging.reward_model import (
-        RewardModelPyfunc,
         normalisation,
         pairwise_accuracy,
         reward_backbone,
@@ -216,10 +216,9 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
                 artifacts = save_reward_model(result.model, spec, Path(tmp))
                 example = pd.DataFrame([{**EXAMPLE, "message": "Hi Maria! Enjoy 10% off your plan for the next 3 "
                                                                "months. Reply STOP to opt out."}])
-                info = mlflow.pyfunc.log_model(
-                    name=f"reward_model_{role}", python_model=RewardModelPyfunc(), artifacts=artifacts,
-                    input_example=example, pip_requirements=_generator_requirements(),
-                    code_paths=[str(Path(__file__).resolve().parents[1])], registered_model_name=REWARD)
+                info = log_model_from_code(f"reward_model_{role}", Path(__file__).with_name("reward_model_code.py"),
+                                           artifacts, input_example=example, pip_requirements=_generator_requirements(),
+                                           registered_model_name=REWARD)
             version = info.registered_model_version
             client.set_model_version_tag(REWARD, version, "reward.role", role)
             client.set_model_version_tag(REWARD, version, "reward.normalisation", json.dumps({"gain": gain,

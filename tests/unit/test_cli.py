@@ -34,3 +34,24 @@ def test_console_script_is_installed():
 def test_bad_bool_is_rejected():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["data", "--allow-download", "perhaps"])
+
+
+def test_runs_started_in_the_project_folder_without_an_experiment_go_to_retention(tmp_path):
+    """`mlflow run . -e <step>` without --experiment-name asks MLflow's default-experiment providers;
+    the project's (an entry point in pyproject.toml) answers with `retention` in the project's store.
+    In a fresh process, as `mlflow run` is."""
+    import os
+    import subprocess
+    import sys
+
+    from retention.mlflow_plugin import in_project_folder
+    from retention.tracking import PROJECT_ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = ("import mlflow\nfrom mlflow.tracking.fluent import _get_experiment_id\n"
+            "print(mlflow.MlflowClient().get_experiment(_get_experiment_id()).name)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+    assert out[-1] == "retention"
+    assert in_project_folder(PROJECT_ROOT) and not in_project_folder(tmp_path)

@@ -1,0 +1,34 @@
+"""MLflow plugin: runs started in this project's folder without a chosen experiment go to ``retention``.
+
+``mlflow run . -e sft`` without ``--experiment-name`` (or any MLflow client started in the project
+folder without ``MLFLOW_EXPERIMENT_NAME``/``MLFLOW_EXPERIMENT_ID`` or ``set_experiment``) asks
+MLflow's default-experiment providers where to log. This provider, registered under the
+``mlflow.default_experiment_provider`` entry point in ``pyproject.toml``, answers with the project's
+experiment in the project's tracking store (:func:`retention.tracking.configure_tracking`:
+``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``, artifacts in ``./mlartifacts``) instead of
+``Default``. Outside the project folder it stays out of the way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
+
+from retention.tracking import PROJECT_ROOT
+
+
+def in_project_folder(cwd: Path | None = None) -> bool:
+    """True in the folder of this project's ``MLproject`` (where ``mlflow run .`` is started)."""
+    here = (cwd or Path.cwd()).resolve()
+    return here == PROJECT_ROOT.resolve() and (here / "MLproject").is_file()
+
+
+class ProjectExperimentProvider(DefaultExperimentProvider):
+    def in_context(self) -> bool:
+        return in_project_folder()
+
+    def get_experiment_id(self) -> str:
+        from retention.tracking import configure_tracking
+
+        return configure_tracking()
