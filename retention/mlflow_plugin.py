@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
-
-from retention.tracking import PROJECT_ROOT
+# MLflow loads this module while ``import mlflow`` runs, so it imports neither mlflow nor ``retention``
+# at the top: the provider implements mlflow's ``DefaultExperimentProvider`` interface by its two methods.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def in_project_folder(cwd: Path | None = None) -> bool:
@@ -24,7 +24,9 @@ def in_project_folder(cwd: Path | None = None) -> bool:
     return here == PROJECT_ROOT.resolve() and (here / "MLproject").is_file()
 
 
-class ProjectExperimentProvider(DefaultExperimentProvider):
+class ProjectExperimentProvider:
+    """``mlflow.tracking.default_experiment.abstract_context.DefaultExperimentProvider``, by interface."""
+
     def in_context(self) -> bool:
         return in_project_folder()
 
