@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import mlflow
 
 from retention.errors import DataSourceError, InputError
-from retention.serving.schema import FLAT_COLUMNS, INPUT_COLUMNS, SPARK_RESULT_TYPE
+from retention.serving.schema import FLAT_COLUMNS, REQUEST_FIELDS, SPARK_RESULT_TYPE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -67,7 +67,7 @@ def score_dataframe(customers: DataFrame, model_uri: str, ledger_url: str | None
         raise InputError({"customer_id": "missing column: every customer needs an id"})
     if dry_run:
         customers = customers.withColumn("dry_run", F.lit(True))
-    inputs = [c for c in customers.columns if c in INPUT_COLUMNS and c != "customer_facts"]
+    inputs = [c for c in customers.columns if c in REQUEST_FIELDS and c != "customer_facts"]
     udf = decision_udf(customers.sparkSession, model_uri, ledger_url)
     decided = customers.withColumn(DECISION, udf(F.struct(*[F.col(c) for c in inputs])))
     kept = [c for c in customers.columns if c not in FLAT_COLUMNS]
