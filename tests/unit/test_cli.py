@@ -55,3 +55,20 @@ def test_runs_started_in_the_project_folder_without_an_experiment_go_to_retentio
                          check=True).stdout.strip().splitlines()
     assert out[-1] == "retention"
     assert in_project_folder(PROJECT_ROOT) and not in_project_folder(tmp_path)
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
+    import io
+
+    from retention import console
+
+    monkeypatch.delenv(console.PROGRESS_ENV, raising=False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: a pipe or a log file
+    assert not console.show_progress()
+    monkeypatch.setenv(console.PROGRESS_ENV, "on")
+    assert console.show_progress() and not console.show_progress(requested=False)  # --no-progress wins
+    monkeypatch.setattr("sys.stderr", type("Tty", (io.StringIO,), {"isatty": lambda self: True})())
+    monkeypatch.setenv(console.PROGRESS_ENV, "off")
+    assert not console.show_progress()
+    monkeypatch.setenv(console.PROGRESS_ENV, "auto")
+    assert console.show_progress()
