@@ -46,9 +46,10 @@ def float_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def log_model_from_code(name: str, model_code: Path, artifacts: dict[str, str], **kwargs: Any):
     """``mlflow.pyfunc.log_model`` as models from code: ``model_code`` builds the model, this package
-    travels as ``code_paths`` and ``artifacts`` are copied; nothing is pickled. An input example's
-    integer columns are logged as float (:func:`float_columns`)."""
-    if isinstance(kwargs.get("input_example"), pd.DataFrame):
+    travels as ``code_paths`` and ``artifacts`` are copied; nothing is pickled. Without a
+    ``signature`` (MLflow infers it from the example), the example's integer columns are logged as
+    float (:func:`float_columns`), so the inferred signature accepts missing values."""
+    if isinstance(kwargs.get("input_example"), pd.DataFrame) and kwargs.get("signature") is None:
         kwargs["input_example"] = float_columns(kwargs["input_example"])
     with no_ledger_files():
         return mlflow.pyfunc.log_model(name=name, python_model=str(model_code), artifacts=artifacts,

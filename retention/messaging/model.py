@@ -39,9 +39,12 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
 def signature() -> ModelSignature:
-    """Typed inputs (``local_time`` and ``timezone`` optional) and the output columns."""
-    numbers = ("tenure", "MonthlyCharges", "offer_pct")
-    inputs = [ColSpec(DataType.double if c in numbers else DataType.string, c) for c in INPUT_COLUMNS]
+    """Typed inputs (``local_time`` and ``timezone`` optional) and the output columns.
+
+    ``tenure`` and ``offer_pct`` are whole numbers (``long``), ``MonthlyCharges`` a ``double``: MLflow
+    refuses to cast an integer column to a double one, so these are the types clients send."""
+    kinds = {"tenure": DataType.long, "offer_pct": DataType.long, "MonthlyCharges": DataType.double}
+    inputs = [ColSpec(kinds.get(c, DataType.string), c) for c in INPUT_COLUMNS]
     inputs += [ColSpec(DataType.string, c, required=False) for c in ("local_time", "timezone")]
     outputs = [ColSpec(DataType.boolean if c == "shield_passed" else DataType.string, c,
                        required=c not in ("send_at", "raw_message")) for c in OUTPUT_COLUMNS]
