@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from retention.config import Config
 from retention.errors import RegistryError
-from retention.models_from_code import log_model_from_code
+from retention.models_from_code import log_model_from_code, no_ledger_files
 from retention.steps import _generator_requirements, processed_dir_of, step_run
 
 
@@ -98,11 +98,9 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                          "(no champion message-generator)"))
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
-        service = build_service({k: v for k, v in artifacts.items()})
-        mlflow.set_tags(hardware.describe(cfg.serving.generation_dtype, "serving.generation_dtype"))
-        with tempfile.TemporaryDirectory() as ledger_dir:
-            service.ledger = type(service.ledger)(f"sqlite:///{ledger_dir}/demo.db", service.rules,
-                                                  cfg.serving.campaign, cfg.serving.campaign_budget)
+        with no_ledger_files():  # the demo decides against an empty ledger in memory: no ./ledger.db
+            service = build_service({k: v for k, v in artifacts.items()})
+            mlflow.set_tags(hardware.describe(cfg.serving.generation_dtype, "serving.generation_dtype"))
             out = service.decide(pd.DataFrame(records))
         mlflow.log_text(out.to_json(orient="records", indent=2, default_handler=str), "demo_decisions.json")
         print("bundle: demo decisions (dry run)")

@@ -110,14 +110,28 @@ def test_a_dry_run_from_another_folder_writes_no_file(bundle, tmp_path, capsys, 
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.delenv("RETENTION_LEDGER_URL", raising=False)
-    before = _tree(bundle.home)
+    def files_at_home() -> list[str]:  # sqlite's -shm/-wal files come and go with other connections
+        return [p for p in _tree(bundle.home) if not p.endswith(("-shm", "-wal"))]
+
+    before = files_at_home()
     with within(work, bundle.env):
         assert main(["--no-progress", "score", "--input", str(inputs / "in.parquet"), "--output", "out.csv",
                      "--dry-run", "--as-of", "2026-11-25T10:00"]) == 0
     assert _tree(work) == ["out.csv"]
-    assert _tree(bundle.home) == before  # no ledger next to the tracking store either
+    assert files_at_home() == before  # no ledger next to the tracking store either
     out = pd.read_csv(work / "out.csv")
     assert len(out) == 6 and not out["warnings"].str.contains("local_time not given").any()
+
+    # with an existing ledger: it is read, and still nothing is booked or logged
+    from retention.serving import inference_log
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rules = GuardRules(bundle.cfg.env.fatigue_cap, bundle.cfg.env.cooldown_days, bundle.cfg.env.contact_cost)
+    ledger = ContactLedger(url, rules, budget=1.0)
+    with within(work, {**bundle.env, "RETENTION_LEDGER_URL": url}):
+        assert main(["--no-progress", "score", "--input", str(inputs / "in.parquet"), "--output", "again.csv",
+                     "--dry-run", "--as-of", "2026-11-25T10:00"]) == 0
+    assert ledger.summary()["contacts"] == 0 and len(inference_log.read_window(ledger.engine)) == 0
 
 
 def test_as_of_fixes_the_date_of_records_without_local_time(bundle, tmp_path):
