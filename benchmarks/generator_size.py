@@ -39,7 +39,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-        mlflow.set_experiment("generator-size")
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+            "generator-size", artifact_location=Path(tmp, "artifacts").as_uri()))  # nothing under the cwd
         base, _tok = load_base_model(m.base_model)
         model = add_lora(base, m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules)
         adapter = Path(tmp) / "adapter"
