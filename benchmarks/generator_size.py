@@ -45,10 +45,13 @@ def main() -> None:
         model = add_lora(base, m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules)
         adapter = Path(tmp) / "adapter"
         model.save_pretrained(adapter)
+        sft_adapter = Path(tmp) / "sft_adapter"  # a PPO-text version carries the SFT adapter it started from
+        model.save_pretrained(sft_adapter)
         spec = Path(tmp) / "generator.json"
         spec.write_text(json.dumps({**asdict(m), "kind": "sft"}))
         shapes = {"sft (one adapter)": {"adapter": str(adapter), "spec": str(spec)},
-                  "ppo_text (two adapters)": {"adapter": str(adapter), "sft_adapter": str(adapter), "spec": str(spec)}}
+                  "ppo_text (two adapters)": {"adapter": str(adapter), "sft_adapter": str(sft_adapter),
+                                              "spec": str(spec)}}
         print(f"base model cache (not in the logged model): {model_cache_dir()}")
         for label, artifacts in shapes.items():
             with mlflow.start_run():
