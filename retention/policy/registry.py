@@ -13,12 +13,12 @@ from mlflow.tracking import MlflowClient
 from retention.config import Config
 from retention.data.pipeline import load_split
 from retention.errors import RegistryError
+from retention.models_from_code import log_model_from_code
 from retention.policy.cohort import CustomerPool, build_pool
 from retention.policy.env import OBS_COLUMNS
 from retention.policy.evaluate import Evaluation
-from retention.policy.model import MASK_COLUMNS, OUTPUT_COLUMNS, PolicyModel
+from retention.policy.model import MASK_COLUMNS, OUTPUT_COLUMNS
 from retention.registry import CHALLENGER, CHAMPION
-from retention.tabular.logging import PACKAGE_DIR
 from retention.tracking import pip_requirements
 
 POLICY_MODEL = "retention-policy"
@@ -50,7 +50,8 @@ def pool_for_split(cfg: Config, processed_dir: Path, split: str) -> tuple[Custom
 
 def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow.models.model.ModelInfo:
     """Log a policy (PPO or baseline) as a pyfunc and register it as a version of retention-policy."""
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "policy.json"
@@ -60,15 +61,14 @@ def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow
             artifacts["weights"] = str(weights)
         example = pd.DataFrame([[0.3, 0.05, 0.07, 0.09, 0.2, 1.0, 1.0, 0.0, 0.0, 1.0, 0.7]], columns=list(OBS_COLUMNS))
         example = example.assign(**{c: True for c in MASK_COLUMNS})
-        out = pd.DataFrame([[1, 3, 6]], columns=list(OUTPUT_COLUMNS))
-        info = mlflow.pyfunc.log_model(
-            name="policy",
-            python_model=PolicyModel(),
-            artifacts=artifacts,
-            signature=infer_signature(example, out),
+        signature = ModelSignature(  # declared, not inferred: MLflow's integer-column hint does not apply
+            inputs=Schema([ColSpec("double", c) for c in OBS_COLUMNS] + [ColSpec("boolean", c) for c in MASK_COLUMNS]),
+            outputs=Schema([ColSpec("long", c) for c in OUTPUT_COLUMNS]))
+        info = log_model_from_code(
+            "policy", Path(__file__).with_name("model_code.py"), artifacts,
+            signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(["mlflow", "torch", "numpy", "pandas"], ["scikit-learn", "gymnasium"]),
-            code_paths=[PACKAGE_DIR],
             registered_model_name=POLICY_MODEL,
         )
     client = MlflowClient()
