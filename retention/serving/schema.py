@@ -230,6 +230,10 @@ class _Parse:
         absent = self.absent[col] = []
         folded = {_fold(a): a for a in allowed}
         for i, v in enumerate(self.raw(col)):
+            if type(v) is str and v in allowed:  # the common case first: an exact, known category
+                absent.append(False)
+                out.append(v)
+                continue
             absent.append(_missing(v))
             if absent[-1]:
                 out.append(None)
