@@ -24,10 +24,14 @@ from mlflow.utils import mlflow_tags
 
 from retention.config import Config
 from retention.errors import DataSourceError, DataValidationError, RegistryError
+from retention.model_cards import step_description, write_cards
 from retention.tracking import (
+    NOTE,
     configure_tracking,
+    describe_run,
     git_commit,
     log_params_flat,
+    log_split_inputs,
     pip_requirements,
     run_step,
     tracking_uri,
@@ -50,9 +54,13 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
         if commit:
             tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
     name = f"main ({cfg.profile})" if entry_point == "main" else entry_point
-    with mlflow.start_run(run_name=None if resuming else name, tags=tags) as run:
+    # MLflow system metrics (CPU, memory, disk, GPU) every 10 s under `system/`; main only waits on its children
+    with mlflow.start_run(run_name=None if resuming else name, tags=tags,
+                          log_system_metrics=entry_point != "main") as run:
         if resuming:  # `mlflow run` gave the run a random name ("respected-bee-864"): name it after its step
             mlflow.set_tag(mlflow_tags.MLFLOW_RUN_NAME, name)
+        if NOTE not in run.data.tags:
+            describe_run(step_description(entry_point, cfg.profile))
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")
         yield run
@@ -159,10 +167,13 @@ def _train(entry_point: str, cfg: Config, params: dict[str, Any]) -> str:
     }[entry_point]
     with step_run(entry_point, cfg, params) as run:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
-        splits = {s: to_xy(load_split(processed, dataset, s)) for s in ("train", "valid", "test")}
+        frames = {s: load_split(processed, dataset, s) for s in ("train", "valid", "test")}
+        inputs = log_split_inputs(processed, dataset, frames)  # lineage: the data run's splits
+        splits = {s: to_xy(df) for s, df in frames.items()}
         result = train_model(spec, splits["train"], splits["valid"], splits["test"], model_cfg,
                              seed=cfg.data.seed, ece_bins=cfg.gate.ece_bins)
-        info = log_training(result, splits["test"][0], cfg.gate.ece_bins)
+        info = log_training(result, splits["test"][0], cfg.gate.ece_bins, inputs["test"])
+        write_cards(MlflowClient(), spec.registered_name, info.registered_model_version)
         m = result.metrics
         print(f"{entry_point}: {spec.registered_name} v{info.registered_model_version} in {result.seconds:.1f}s; "
               f"test AUC {m['raw']['roc_auc']:.4f} -> {m['calibrated']['roc_auc']:.4f} (logreg "
@@ -200,9 +211,10 @@ def promote(cfg: Config, params: dict[str, Any]) -> str:
                 raise RegistryError(f"no version of '{name}' to gate{source}; run the '{producer}' step first.")
             version = versions[0]
             metrics = client.get_run(version.run_id).data.metrics
-            candidate = {"roc_auc": metrics["test_calibrated_roc_auc"], "ece": metrics["test_calibrated_ece"]}
+            candidate = {"roc_auc": metrics["test_roc_auc"], "ece": metrics["test_ece"]}
             verdict = promote_version(client, name, version.version, candidate, thresholds_for(name, cfg.gate),
-                                      cfg.gate.tolerance)
+                                      cfg.gate.tolerance, champion_metrics_key="test_")
+            write_cards(client, name, version.version)  # the card now carries the verdict
             mlflow.set_tag(f"verdict.{name}", f"v{version.version} -> {verdict.alias}")
             mlflow.log_metrics({f"{name.replace('-', '_')}_promoted": float(verdict.promote)})
             reasons = "; ".join(verdict.reasons) or "meets every threshold"

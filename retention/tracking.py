@@ -21,6 +21,19 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "retention"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTE = "mlflow.note.content"  # the tag MLflow's UI shows and edits as a run's or experiment's description
+EXPERIMENT_DESCRIPTION = """\
+**retention**: cut customer churn with contacts that pay for themselves.
+
+One `main` run per pipeline (named `main (<profile>)`), with one child run per step, each named after
+its step (`data`, `train_risk`, `train_accept`, `sft`, `train_reward`, `ppo_text`, `promote`,
+`train_policy`, `evaluate_policy`, `bundle`, `drift`). Expand the `main` run in the runs table to see
+them. Each run's description says what it did; its Datasets panel says which validated splits it
+read (logged by the `data` run). Model cards are the descriptions of the registered models
+(`churn-risk`, `offer-accept`, `retention-policy`, `message-generator`, `reward-model`, `retention`)
+and their versions in the Models tab. The composite `retention` model records one trace per served
+decision (Traces tab: decide, generate, shield).
+"""
 
 
 def tracking_uri() -> str:
@@ -55,6 +68,8 @@ def configure_tracking(name: str | None = None) -> str:
         exp_id = client.create_experiment(name, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
+    if exp is None or NOTE not in exp.tags:  # a description the user wrote is kept
+        client.set_experiment_tag(exp_id, NOTE, EXPERIMENT_DESCRIPTION)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -148,3 +163,43 @@ def pip_requirements(pinned: list[str], unpinned: list[str] = ()) -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name).split('+')[0]}" for name in pinned] + list(unpinned)
+
+
+def describe_run(text: str) -> None:
+    """Set the active run's description (the ``mlflow.note.content`` tag the UI shows above a run)."""
+    mlflow.set_tag(NOTE, text)
+
+
+def split_dataset(processed_dir: Path | str, dataset: str, split: str, df: Any = None):
+    """The MLflow dataset of one processed split, as the ``data`` run logged it.
+
+    Name (``telco-train``), source (the Parquet file), targets and digest (the manifest's sha256)
+    are the same as in the ``data`` run, so MLflow shows one dataset used by every run that read it:
+    the lineage from ``data`` to each training and evaluation run.
+    """
+    import warnings
+
+    from retention.data.pipeline import DATASETS, load_split, read_manifest
+
+    info = read_manifest(processed_dir)["datasets"][dataset][split]
+    if df is None:
+        df = load_split(processed_dir, dataset, split)
+    with warnings.catch_warnings():
+        # MLflow hints about ambiguous local sources and integer columns: not actionable here.
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(df, source=str((Path(processed_dir) / info["path"]).resolve()),
+                                       name=f"{dataset}-{split}", targets=DATASETS[dataset],
+                                       digest=info["sha256"][:16])
+
+
+def log_split_inputs(processed_dir: Path | str, dataset: str, splits: Mapping[str, Any] | tuple[str, ...]) -> dict:
+    """``log_input`` each split of ``dataset`` this run read (context = the split); returns the datasets.
+
+    ``splits`` is a tuple of split names, or a mapping ``split -> DataFrame`` when already loaded.
+    """
+    frames = dict(splits) if isinstance(splits, Mapping) else dict.fromkeys(splits)
+    out = {}
+    for split, df in frames.items():
+        out[split] = split_dataset(processed_dir, dataset, split, df)
+        mlflow.log_input(out[split], context=split)
+    return out

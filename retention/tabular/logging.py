@@ -7,12 +7,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
 import retention
 from retention.tabular import plots
-from retention.tabular.metrics import bootstrap_ci
+from retention.tabular.metrics import bootstrap_ci, expected_calibration_error
 from retention.tabular.train import TrainResult
 from retention.tracking import pip_requirements
 
@@ -28,19 +29,57 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 
-def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) -> mlflow.models.model.ModelInfo:
-    """Log everything about ``result`` to the active run and register the model version."""
+LOGGED_MODEL_NAMES = {"churn-risk": "churn_risk", "offer-accept": "offer_acceptance"}
+LABEL = "label"
+
+
+def ece_metric(scores: pd.Series, n_bins: int):
+    """ECE as an ``mlflow.models.evaluate`` extra metric (``test_ece``).
+
+    MLflow's classifier evaluator has no calibration error; the gate needs the project's ECE
+    (``n_bins`` equal-width bins, :func:`retention.tabular.metrics.expected_calibration_error`).
+    MLflow hands custom metrics the predicted *labels*, not probabilities, so ``scores`` (the model's
+    P(positive), indexed like the evaluation data) are looked up by the targets' index.
+    """
+    from mlflow.metrics import MetricValue, make_metric
+
+    def eval_fn(targets):
+        p = scores.loc[targets.index]
+        return MetricValue(aggregate_results={"ece": expected_calibration_error(targets, p, n_bins)})
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=False, name="ece")
+
+
+def brier_metric(scores: pd.Series):
+    """The Brier score, which MLflow's classifier evaluator does not compute (``test_brier``)."""
+    from mlflow.metrics import MetricValue, make_metric
+
+    def eval_fn(targets):
+        p = scores.loc[targets.index].to_numpy()
+        return MetricValue(aggregate_results={"brier": float(np.mean((p - np.asarray(targets)) ** 2))})
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=False, name="brier")
+
+
+def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int,
+                 test_dataset: mlflow.data.dataset.Dataset | None = None) -> mlflow.models.model.ModelInfo:
+    """Log everything about ``result`` to the active run and register the model version.
+
+    Metric names are grouped by prefix, which is how MLflow's UI groups its charts: ``test_raw/`` and
+    ``test_logreg/`` hold the uncalibrated model and the baseline, ``valid/`` the calibrated model on
+    the valid split. The registered (calibrated) model's test metrics come from
+    ``mlflow.models.evaluate`` as ``test_<metric>`` (linked to the logged model and the test dataset;
+    MLflow 3.17's evaluator mangles a ``/`` in ``metric_prefix`` into ``test/roc_auc/test/roc_auc``
+    and fails to save its plots, so its prefix is ``test_``). ``test_dataset`` names the split the
+    test rows came from (lineage); without it the rows are logged as a dataset of their own.
+    """
     spec = result.spec
     mlflow.log_params({f"xgb.{k}": v for k, v in result.params.items()})
     mlflow.log_params({"best_iteration": result.best_iteration, "ece_bins": ece_bins,
                        **{f"rows_{k}": v for k, v in result.rows.items()}})
-    for variant, metrics in result.metrics.items():
-        mlflow.log_metrics({f"test_{variant}_{k}": v for k, v in metrics.items()})
-    mlflow.log_metrics({f"valid_calibrated_{k}": v for k, v in result.valid_metrics.items()})
-    cal = result.test_predictions["calibrated"]
-    for metric in ("roc_auc", "ece"):
-        lo, hi = bootstrap_ci(result.y_test, cal, metric, n_bins=ece_bins)
-        mlflow.log_metrics({f"test_calibrated_{metric}_ci_low": lo, f"test_calibrated_{metric}_ci_high": hi})
+    for variant in ("raw", "logreg"):
+        mlflow.log_metrics({f"test_{variant}/{k}": v for k, v in result.metrics[variant].items()})
+    mlflow.log_metrics({f"valid/{k}": v for k, v in result.valid_metrics.items()})
     mlflow.log_metric("train_seconds", result.seconds)
     table = pd.DataFrame(result.metrics).T.rename_axis("model").reset_index()
     mlflow.log_table(table, "metrics/test_metrics.json")
@@ -48,8 +87,9 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) ->
     title = spec.registered_name
     aucs = {k: m["roc_auc"] for k, m in result.metrics.items()}
     aps = {k: m["pr_auc"] for k, m in result.metrics.items()}
+    eces = {k: m["ece"] for k, m in result.metrics.items()}
     for fig, name in (
-        (plots.reliability_figure(result.y_test, result.test_predictions, ece_bins, title), "reliability.png"),
+        (plots.reliability_figure(result.y_test, result.test_predictions, ece_bins, title, eces), "reliability.png"),
         (plots.roc_figure(result.y_test, result.test_predictions, aucs, title), "roc.png"),
         (plots.pr_figure(result.y_test, result.test_predictions, aps, title), "pr.png"),
         (plots.importance_figure(result.importance, title), "feature_importance.png"),
@@ -65,7 +105,7 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) ->
         signature = infer_signature(X_sig, result.model.predict_proba(X_sig))
         info = mlflow.sklearn.log_model(
             sk_model=result.model,
-            name="model",
+            name=LOGGED_MODEL_NAMES.get(spec.registered_name, "model"),
             signature=signature,
             input_example=X_sig.head(5),
             pip_requirements=pip_requirements(["mlflow", "xgboost", "scikit-learn", "pandas", "numpy"]),
@@ -74,5 +114,35 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int) ->
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )
+    evaluate_classifier(info, X_example, result.y_test, result.test_predictions["calibrated"], ece_bins,
+                        test_dataset)
+    cal = result.test_predictions["calibrated"]
+    for metric in ("roc_auc", "ece"):
+        lo, hi = bootstrap_ci(result.y_test, cal, metric, n_bins=ece_bins)
+        mlflow.log_metrics({f"test_{metric}_ci_low": lo, f"test_{metric}_ci_high": hi}, model_id=info.model_id)
     mlflow.set_tag("registered_model", f"{spec.registered_name}/{info.registered_model_version}")
     return info
+
+
+def evaluate_classifier(info: mlflow.models.model.ModelInfo, X_test: pd.DataFrame, y_test: np.ndarray,
+                        scores: np.ndarray, ece_bins: int, test_dataset: mlflow.data.dataset.Dataset | None = None):
+    """``mlflow.models.evaluate(model_type="classifier")`` of the logged model on the test rows.
+
+    Logs ``test_roc_auc``, ``test_precision_recall_auc``, ``test_log_loss``, the threshold metrics,
+    ``test_ece`` and ``test_brier`` to the run *and* the logged model, with the test dataset, plus
+    MLflow's ROC, PR, lift, calibration and confusion-matrix plots (``test_*.png`` artifacts). ``scores``
+    are the model's P(positive) on ``X_test`` (for ECE and Brier, see :func:`ece_metric`).
+    """
+    frame = X_test.reset_index(drop=True).assign(**{LABEL: np.asarray(y_test, dtype=int)})
+    p = pd.Series(np.asarray(scores, dtype=float), index=frame.index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        kw = {"name": test_dataset.name, "digest": test_dataset.digest,
+              "source": test_dataset.source} if test_dataset is not None else {"name": "test"}
+        data = mlflow.data.from_pandas(frame, targets=LABEL, **kw)
+        return mlflow.models.evaluate(
+            info.model_uri, data, model_type="classifier",
+            evaluator_config={"log_model_explainability": False, "metric_prefix": "test_", "pos_label": 1,
+                              "label_list": [0, 1]},
+            extra_metrics=[ece_metric(p, ece_bins), brier_metric(p)],
+        )

@@ -67,19 +67,25 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> di
 def bootstrap_ci(
     y: np.ndarray, p: np.ndarray, metric: str, n_boot: int = 200, seed: int = 0, n_bins: int = 10
 ) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of ``metric`` ("roc_auc" or "ece") over resampled rows."""
-    rng = np.random.default_rng(seed)
-    y, p = np.asarray(y), np.asarray(p)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
-            continue
-        if metric == "roc_auc":
-            values.append(roc_auc_score(y[idx], p[idx]))
-        elif metric == "ece":
-            values.append(expected_calibration_error(y[idx], p[idx], n_bins))
-        else:
-            raise ValueError(f"unsupported metric {metric!r}")
-    lo, hi = np.percentile(values, [2.5, 97.5])
+    """95% percentile-bootstrap interval of ``metric`` ("roc_auc" or "ece") over resampled rows.
+
+    ``scipy.stats.bootstrap`` with ``paired=True`` resamples (label, score) rows together. A
+    resample with one class only has no AUC; it yields NaN and is left out of the percentiles.
+    """
+    from scipy.stats import bootstrap
+
+    if metric == "roc_auc":
+        def stat(yy, pp):
+            return roc_auc_score(yy, pp) if yy.min() != yy.max() else np.nan
+    elif metric == "ece":
+        def stat(yy, pp):
+            return expected_calibration_error(yy, pp, n_bins) if yy.min() != yy.max() else np.nan
+    else:
+        raise ValueError(f"unsupported metric {metric!r}")
+    res = bootstrap((np.asarray(y), np.asarray(p)), stat, paired=True, vectorized=False, n_resamples=n_boot,
+                    confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # scipy's percentile ignores no NaN: recompute without them
+        values = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]
+        lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)

@@ -16,18 +16,44 @@ from retention.tabular.metrics import reliability_curve  # noqa: E402
 LABELS = {"raw": "XGBoost (uncalibrated)", "calibrated": "XGBoost + isotonic", "logreg": "logistic regression"}
 
 
-def reliability_figure(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, title: str) -> plt.Figure:
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+def quantile_bins(y: np.ndarray, p: np.ndarray, n_bins: int) -> pd.DataFrame:
+    """Reliability per quantile bin of ``p``: equal counts per bin, so crowded low scores are resolved.
+
+    Columns: ``mean_predicted``, ``observed_rate``, ``count``. Ties at bin edges stay together, so a
+    bin may hold more rows than another (and there may be fewer than ``n_bins`` bins).
+    """
+    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float)})
+    frame["bin"] = pd.qcut(frame["p"], q=n_bins, duplicates="drop", labels=False)
+    return frame.groupby("bin").agg(mean_predicted=("p", "mean"), observed_rate=("y", "mean"),
+                                    count=("y", "size")).reset_index(drop=True)
+
+
+def reliability_figure(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, title: str,
+                       eces: dict[str, float] | None = None) -> plt.Figure:
+    """Reliability diagram in quantile bins (points labelled with their counts), ECE in the legend.
+
+    ``eces`` are the logged ECEs (``n_bins`` equal-width bins, the gated definition); the legend also
+    gives the ECE over the quantile bins drawn here.
+    """
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.5, 7.5), gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfectly calibrated")
+    top = 0.0
     for key, p in preds.items():
-        curve = reliability_curve(y, p, n_bins)
-        ax.plot(curve.mean_predicted, curve.observed_rate, marker="o", label=LABELS.get(key, key))
-        hist.hist(p, bins=n_bins, range=(0, 1), histtype="step", label=LABELS.get(key, key))
-    ax.set_ylabel("observed positive rate")
-    ax.set_title(f"{title}: reliability ({n_bins} equal-width bins, test split)")
-    ax.legend(loc="upper left", fontsize=8)
-    hist.set_xlabel("predicted probability")
-    hist.set_ylabel("customers")
+        b = quantile_bins(y, p, n_bins)
+        q_ece = float(np.sum(np.abs(b["observed_rate"] - b["mean_predicted"]) * b["count"]) / b["count"].sum())
+        label = f"{LABELS.get(key, key)}: ECE {eces[key]:.3f}" if eces and key in eces else LABELS.get(key, key)
+        line, = ax.plot(b["mean_predicted"], b["observed_rate"], marker="o", label=f"{label} (quantile {q_ece:.3f})")
+        if key == "calibrated" or len(preds) == 1:
+            for _, row in b.iterrows():
+                ax.annotate(f"n={int(row['count'])}", (row["mean_predicted"], row["observed_rate"]), fontsize=6,
+                            color=line.get_color(), xytext=(3, -8), textcoords="offset points")
+        top = max(top, float(b["mean_predicted"].max()), float(b["observed_rate"].max()))
+        hist.hist(p, bins=40, range=(0, 1), histtype="step", label=LABELS.get(key, key))
+    lim = min(1.0, top * 1.1 + 0.02)
+    ax.set(xlim=(0, lim), ylim=(0, lim), ylabel="observed positive rate")
+    ax.set_title(f"{title}: reliability ({n_bins} quantile bins, test split; n = customers per bin)", fontsize=9)
+    ax.legend(loc="upper left", fontsize=7, title="ECE: equal-width (gated), quantile", title_fontsize=7)
+    hist.set(xlabel="predicted probability", ylabel="customers", yscale="log")
     fig.tight_layout()
     return fig
 

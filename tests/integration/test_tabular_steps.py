@@ -34,14 +34,32 @@ def test_models_are_registered_gated_and_servable(trained):
         (version,) = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
         tags = version.tags
         metrics = client.get_run(run_id).data.metrics
-        assert tags["gate.test_roc_auc"] == f"{metrics['test_calibrated_roc_auc']:.4f}"
+        assert tags["gate.test_roc_auc"] == f"{metrics['test_roc_auc']:.4f}"
         expected_alias = "champion" if tags["gate.verdict"] == "promoted" else "challenger"
         assert client.get_model_version_by_alias(name, expected_alias).version == version.version
         for metric in ("roc_auc", "pr_auc", "ece", "brier", "log_loss"):
-            for variant in ("raw", "calibrated", "logreg"):
-                assert f"test_{variant}_{metric}" in metrics
+            for variant in ("raw", "logreg"):
+                assert f"test_{variant}/{metric}" in metrics
+        for metric in ("roc_auc", "precision_recall_auc", "ece", "brier", "log_loss", "roc_auc_ci_low", "ece_ci_high"):
+            assert f"test_{metric}" in metrics  # the registered model, from mlflow.models.evaluate
         arts = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert arts == {f"plots/{p}.png" for p in ("reliability", "roc", "pr", "feature_importance")}
+        # the model card: written by the step that registered the version, rewritten by the gate
+        card = client.get_model_version(name, version.version).description
+        assert f"{metrics['test_roc_auc']:.4f}" in card and f"{metrics['test_ece']:.4f}" in card
+        assert tags["gate.verdict"] in card and tags["gate.reasons"] in card
+        assert client.get_registered_model(name).description
+        # lineage: the run read the data run's splits, and its test metrics name the test dataset and the model
+        run = client.get_run(run_id)
+        dataset = "telco" if name == "churn-risk" else "bank"
+        assert {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs} >= {
+            (f"{dataset}-{s}", s) for s in ("train", "valid", "test")}
+        (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                               filter_string=f"source_run_id = '{run_id}'")
+        assert model.name == ("churn_risk" if name == "churn-risk" else "offer_acceptance")
+        linked = {m.key: m for m in model.metrics}
+        assert linked["test_roc_auc"].dataset_name == f"{dataset}-test"
+        assert linked["test_roc_auc"].value == pytest.approx(metrics["test_roc_auc"])
     # The real models clear the gate's thresholds on the real data.
     assert client.get_model_version_by_alias("churn-risk", "champion")
     test = load_split(cfg.data.processed_dir, "telco", "test")

@@ -1,0 +1,192 @@
+"""Model cards: the descriptions of registered models, their versions and the step runs.
+
+MLflow shows a registered model's and a version's ``description`` at the top of their pages in
+the Models tab, and a run's ``mlflow.note.content`` tag as its description. This module writes them
+as short Markdown cards: what the model predicts, what it was trained on, its test metrics (read
+back from what the run actually logged, never retyped), the gate verdict (read from the version's
+``gate.*`` tags) and its known limits.
+
+:func:`write_cards` is the one call a step makes after it has registered (or gated) a version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+
+@dataclass(frozen=True)
+class Card:
+    """What stays true of every version of one registered model."""
+
+    predicts: str
+    data: str
+    limits: tuple[str, ...]
+    metrics: tuple[tuple[str, str], ...]  # (run metric key, label) shown on each version's card
+
+
+EURIBOR_CAVEAT = ("The offer effect is learnt from a proxy: Bank Marketing has no discount column, so "
+                  "`offer_level = 3 - quartile(euribor3m)` (a lower 3-month Euribor meant a larger deposit-rate "
+                  "premium over the market). The proxy is confounded with the 2008-2010 macro period; the model "
+                  "is constrained non-decreasing in `offer_level` so a bigger discount never lowers acceptance.")
+
+TABULAR_METRICS = (("test_roc_auc", "ROC-AUC"), ("test_roc_auc_ci_low", "ROC-AUC 95% CI low"),
+                   ("test_roc_auc_ci_high", "ROC-AUC 95% CI high"), ("test_ece", "ECE (gated)"),
+                   ("test_ece_ci_high", "ECE 95% CI high"), ("test_precision_recall_auc", "PR-AUC"),
+                   ("test_log_loss", "log loss"), ("test_brier", "Brier score"),
+                   ("test_logreg/roc_auc", "logistic-regression baseline ROC-AUC"))
+
+CARDS: dict[str, Card] = {
+    "churn-risk": Card(
+        predicts="P(churn) of one subscription customer: `predict_proba[:, 1]` of an isotonic-calibrated "
+                 "XGBoost classifier on the 19 IBM Telco features (one row per customer, Telco column names).",
+        data="IBM Telco customer churn (7,043 customers), validated `telco` splits of the `data` run: fitted on "
+             "75% of `telco-train`, calibrated on the other 25%, early-stopped on `telco-valid`, tested on "
+             "`telco-test`.",
+        limits=("One US telecom's 2018 sample: churn rates and feature meanings differ elsewhere.",
+                "Calibrated on the train split's base rate; re-check ECE when the churn rate drifts.",
+                "Unseen categories are scored as missing values (with a warning)."),
+        metrics=TABULAR_METRICS),
+    "offer-accept": Card(
+        predicts="P(accept | customer, offer_level) for a retention offer of 0/5/10/15% (levels 0..3), from "
+                 "contact history, channel, month, weekday and age band only (what is known for a Telco "
+                 "customer at decision time).",
+        data="UCI Bank Marketing bank-additional-full (41,188 calls, `duration` dropped), validated `bank` "
+             "splits of the `data` run (train / valid / test as for churn-risk).",
+        limits=(EURIBOR_CAVEAT,
+                "Learnt on bank term-deposit calls, applied to telecom retention offers: a transfer assumption.",
+                "Without `local_time` the month and weekday are the day of scoring, so the same customer can "
+                "get another probability on another day."),
+        metrics=TABULAR_METRICS),
+    "retention-policy": Card(
+        predicts="The action for one reviewed customer: contact or not, offer level 0..3 and days until the "
+                 "next review, from churn risk, acceptance per offer, budget, fatigue and cooldown state.",
+        data="Trained (PPO-Lagrangian) in the campaign simulator on cohorts of Telco *train* customers scored "
+             "by the champion churn-risk and offer-accept models; evaluated on cohorts of Telco *test* "
+             "customers.",
+        limits=("The simulator assumes acceptance independent of would-churn, and that an accepted offer "
+                "retains the customer for the whole horizon.",
+                "Its acceptance probabilities inherit offer-accept's Euribor-proxy caveat.",
+                "Hard rules (budget, fatigue cap, cooldown) are enforced by the guard, whatever the policy says."),
+        metrics=()),
+    "message-generator": Card(
+        predicts="A personal retention SMS for one decision (name, tenure, plan, monthly charges, offer %); "
+                 "served only behind the safety shield, which sends an approved template instead of any "
+                 "message that breaks a rule.",
+        data="LoRA on the base language model: SFT on seeded reference messages for Telco *train* customers "
+             "x random offers plus 10% OpenAssistant replies; a PPO-text version is tuned further against the "
+             "proxy reward model.",
+        limits=("Names in Telco are synthetic (a stable hash of customerID picks a first name).",
+                "Judged by a gold reward model and a rubric, not by customers.",
+                "Never served unless champion; the shield's templates go out otherwise."),
+        metrics=(("sft/shield_pass_rate", "shield pass rate before fallback (SFT)"),
+                 ("sft/factual_accuracy", "factual accuracy (SFT)"), ("base/shield_pass_rate",
+                                                                      "shield pass rate (base model)"),
+                 ("gold_win_rate", "gold-RM win rate over SFT"), ("gold_win_rate_low", "its 95% CI low"),
+                 ("ppo/shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
+                 ("ppo/factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats"))),
+    "reward-model": Card(
+        predicts="A scalar preference score for (decision, message): Bradley-Terry reward models, the `proxy` "
+                 "that PPO-text optimises and the `gold` one that judges it (alias = role).",
+        data="Preference pairs: HH-RLHF and OpenAssistant train splits plus domain pairs built from Telco "
+             "*train* customers (some rule families held out of the proxy).",
+        limits=("A proxy is over-optimised by design: the gold model and the rubric check it.",
+                "Scores are normalised on SFT samples; they are not probabilities."),
+        metrics=(("proxy_eval_accuracy_domain", "proxy held-out accuracy (domain pairs)"),
+                 ("gold_eval_accuracy_domain", "gold held-out accuracy (domain pairs)"),
+                 ("proxy_eval_accuracy_hh_rlhf", "proxy held-out accuracy (HH-RLHF)"),
+                 ("gold_eval_accuracy_hh_rlhf", "gold held-out accuracy (HH-RLHF)"))),
+    "retention": Card(
+        predicts="The served decision per customer: churn risk, acceptance per offer, the policy's action "
+                 "repaired by the guard, the message (generator behind the shield, or the approved template), "
+                 "with the contact ledger's state. One trace per decision (decide, generate, shield).",
+        data="Composes the champion versions of churn-risk, offer-accept, retention-policy and (when one is "
+             "champion) message-generator; their cards say what each was trained on.",
+        limits=("Inherits every component's limits, including offer-accept's Euribor-proxy caveat.",
+                "Without `local_time` the acceptance model uses the day of scoring.",
+                "The ledger is the source of truth for contact state; point it at Postgres for several "
+                "nodes."),
+        metrics=()),
+}
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+
+
+def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Mapping[str, str],
+                 run_id: str | None = None, extra: Mapping[str, str] | None = None) -> str:
+    """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` the version's."""
+    card = CARDS[name]
+    lines = [f"**{name} v{version}**" + (f", logged by run `{run_id}`" if run_id else ""), "",
+             f"**Predicts**: {card.predicts}", "", f"**Training data**: {card.data}", ""]
+    shown = [(label, metrics[key]) for key, label in card.metrics if key in metrics]
+    shown += [(k, v) for k, v in (extra or {}).items()]
+    if shown:
+        lines += ["**Test metrics** (held-out data, as logged by the run):", ""]
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {label} | {v if isinstance(v, str) else _fmt(v)} |" for label, v in shown]
+        lines.append("")
+    verdict = tags.get("gate.verdict")
+    if verdict:
+        alias = "champion" if verdict == "promoted" else "challenger"
+        lines.append(f"**Gate**: {verdict} ({alias}): {tags.get('gate.reasons', tags.get('gate.reason', ''))}")
+    else:
+        lines.append("**Gate**: not gated yet (the gate step sets `champion` or `challenger` and rewrites this card)")
+    lines += ["", "**Known limits**:", *[f"- {limit}" for limit in card.limits]]
+    return "\n".join(lines)
+
+
+def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Mapping[str, float] | None = None,
+                extra: Mapping[str, str] | None = None) -> str:
+    """Write the registered model's card and version ``version``'s card; return the version's text.
+
+    ``metrics`` defaults to what the version's run logged. Safe to call again (after a gate): the
+    cards are rewritten from the registry's current state.
+    """
+    if name not in CARDS:
+        return ""
+    card = CARDS[name]
+    client.update_registered_model(name, description=f"**Predicts**: {card.predicts}\n\n**Training data**: "
+                                                     f"{card.data}\n\n**Known limits**:\n" +
+                                   "\n".join(f"- {limit}" for limit in card.limits) +
+                                   "\n\nEach version's description is its card: test metrics and gate verdict.")
+    mv = client.get_model_version(name, str(version))
+    if metrics is None:
+        try:
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        except MlflowException:
+            metrics = {}
+    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra)
+    client.update_model_version(name, str(version), description=text)
+    return text
+
+
+STEP_DESCRIPTIONS = {
+    "main": "The whole pipeline: one child run per step, in order. Expand this run to see them.",
+    "data": "Raw files validated (Great Expectations), cleaned, split 80/10/10 and written as Parquet. "
+            "Every split is a dataset input (Datasets panel); the GX results are under `gx/`.",
+    "train_risk": "Calibrated XGBoost churn risk on Telco; registers `churn-risk`. Test metrics: `test_*` (mlflow.models.evaluate).",
+    "train_accept": "Calibrated, offer-monotone acceptance model on Bank Marketing; registers `offer-accept`.",
+    "promote": "The tabular gate: alias `champion` or `challenger` for the new `churn-risk` and `offer-accept`.",
+    "train_policy": "PPO-Lagrangian on cohorts of Telco train customers; registers a `retention-policy` version.",
+    "evaluate_policy": "PPO vs baselines vs the upper bound on held-out customers; the best rule-abiding policy "
+                       "becomes `champion`.",
+    "sft": "LoRA SFT of the message generator; base vs SFT on held-out prompts; registers `message-generator`.",
+    "train_reward": "Proxy and gold reward models on preference pairs; registers `reward-model`.",
+    "ppo_text": "PPO with adaptive KL on the SFT generator, judged by the gold reward model; gates a "
+                "`message-generator` version.",
+    "bundle": "Composes the champions into the served `retention` model; dry-run demo decisions.",
+    "drift": "Drift of an inference-log window against the scored Telco train split (Evidently).",
+}
+
+
+def step_description(entry_point: str, profile: str) -> str:
+    """The default description of a step's run (a step may add its results with :func:`describe_run`)."""
+    return f"{STEP_DESCRIPTIONS.get(entry_point, entry_point)} (profile `{profile}`)"
