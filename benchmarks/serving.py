@@ -5,7 +5,9 @@ Usage (after `make run`):
     .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 128]
 
 Measures (1) in-process decisions without messages (dry run) per second, with the inference log
-on and off; (2) batched message writing (generator + shield) per second and how many generations
+on and off, and single-customer requests per second with MLflow tracing on and off (one trace per
+request; traces go to the experiment in force, here `retention`); (2) batched message writing
+(generator + shield) per second and how many generations
 passed the shield, for each `--generation-variants` value (a `generation_dtype`, or `int8` for
 `generation_quantize=int8`), after a warm-up call; (3) sequential single-customer REST latency of
 `mlflow models serve` for the composite (decision only; inference log on and off) and for the bare
@@ -139,6 +141,20 @@ def main() -> None:
         out = service.decide(frame)
         inproc[log_on] = args.n / (time.perf_counter() - start)
 
+    # MLflow tracing costs per request (one trace each), so measure one-customer requests, tracing on / off
+    single = frame.head(args.requests).to_dict("records")
+    traced = {}
+    for tracing in (True, False):
+        service = mlflow.pyfunc.load_model(args.model, model_config={"tracing": tracing}).unwrap_python_model().service
+        for r in single[:10]:
+            service.decide(pd.DataFrame([r]))
+        start = time.perf_counter()
+        for r in single:
+            service.decide(pd.DataFrame([r]))
+        if tracing:
+            mlflow.flush_trace_async_logging()  # the traces are written, not just queued
+        traced[tracing] = len(single) / (time.perf_counter() - start)
+
     contacted = out[out["decision"].map(lambda d: d["contact"])]["customer_id"].head(args.messages)
     msg_frame = frame[frame["customer_id"].isin(contacted)].assign(with_message=True)
     message_rows = []
@@ -169,6 +185,8 @@ def main() -> None:
     print("| measure | value |\n| --- | --- |")
     print(f"| in-process decisions without messages ({args.n:,} customers, dry run), inference log on / off | "
           f"{inproc[True]:,.0f} / {inproc[False]:,.0f} customers/s |")
+    print(f"| in-process single-customer requests ({len(single)} sequential, dry run), MLflow tracing on / off | "
+          f"{traced[True]:,.0f} / {traced[False]:,.0f} requests/s |")
     for dtype, used, rate, generated in message_rows:
         print(f"| batched messages, generator + shield ({len(msg_frame)} contacts, {dtype} -> {used}) | "
               f"{rate:.2f} messages/s ({generated} passed the shield, {len(msg_frame) - generated} template "

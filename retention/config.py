@@ -586,6 +586,10 @@ class ServingConfig:
     inference_log:
         Write every decision to the inference log (``retention/serving/inference_log.py``) in the
         ledger's database, in the same transaction as the bookings; the monitoring reads it.
+    tracing:
+        Record one MLflow trace per request (spans ``decide``, ``generate``, ``shield``) in the
+        active experiment, with counts, decisions, shield verdicts and model versions but no customer
+        data (no ids, names or message text). ``model_config={"tracing": false}`` turns it off.
     log_retention_days:
         Days inference-log rows are kept; older ones are pruned.
     campaign:
@@ -619,6 +623,7 @@ class ServingConfig:
     ledger_url: str = "sqlite:///ledger.db"
     response_retention_days: float = 7.0
     inference_log: bool = True
+    tracing: bool = True
     log_retention_days: float = 90.0
     campaign: str = "default"
     campaign_budget: float = 10_000.0

@@ -87,8 +87,8 @@ CARDS: dict[str, Card] = {
                  ("sft/factual_accuracy", "factual accuracy (SFT)"), ("base/shield_pass_rate",
                                                                       "shield pass rate (base model)"),
                  ("gold_win_rate", "gold-RM win rate over SFT"), ("gold_win_rate_low", "its 95% CI low"),
-                 ("ppo/shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
-                 ("ppo/factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats"))),
+                 ("ppo_shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
+                 ("ppo_factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats"))),
     "reward-model": Card(
         predicts="A scalar preference score for (decision, message): Bradley-Terry reward models, the `proxy` "
                  "that PPO-text optimises and the `gold` one that judges it (alias = role).",
@@ -134,7 +134,9 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
         lines += [f"| {label} | {v if isinstance(v, str) else _fmt(v)} |" for label, v in shown]
         lines.append("")
     verdict = tags.get("gate.verdict")
-    if verdict:
+    if not verdict and tags.get("gate.reasons"):
+        lines.append(f"**Gate**: {tags['gate.reasons']}")
+    elif verdict:
         alias = "champion" if verdict == "promoted" else "challenger"
         lines.append(f"**Gate**: {verdict} ({alias}): {tags.get('gate.reasons', tags.get('gate.reason', ''))}")
     else:
@@ -172,7 +174,8 @@ STEP_DESCRIPTIONS = {
     "main": "The whole pipeline: one child run per step, in order. Expand this run to see them.",
     "data": "Raw files validated (Great Expectations), cleaned, split 80/10/10 and written as Parquet. "
             "Every split is a dataset input (Datasets panel); the GX results are under `gx/`.",
-    "train_risk": "Calibrated XGBoost churn risk on Telco; registers `churn-risk`. Test metrics: `test_*` (mlflow.models.evaluate).",
+    "train_risk": "Calibrated XGBoost churn risk on Telco; registers `churn-risk`. Test metrics: `test_*` "
+                  "(mlflow.models.evaluate).",
     "train_accept": "Calibrated, offer-monotone acceptance model on Bank Marketing; registers `offer-accept`.",
     "promote": "The tabular gate: alias `champion` or `challenger` for the new `churn-risk` and `offer-accept`.",
     "train_policy": "PPO-Lagrangian on cohorts of Telco train customers; registers a `retention-policy` version.",

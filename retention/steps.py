@@ -246,6 +246,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
         train_customers = load_split(processed, "telco", "train")
         test_customers = load_split(processed, "telco", "test").head(m.eval_prompts)
+        log_split_inputs(processed, "telco", ("train", "test"))  # lineage: prompts' customers
+        log_split_inputs(processed, "oasst_sft", ("train",))
         dataset, references = sft_dataset(train_customers, load_split(processed, "oasst_sft", "train"),
                                           m.sft_examples, m.oasst_fraction, m.seed)
         mlflow.log_params({"sft_rows": len(dataset), "retention_rows": len(references)})
@@ -266,15 +268,16 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         base_report = evaluate_messages(gen_with(model), cases, label="base")
 
         def log(metrics: dict[str, float], step: int) -> None:
-            mlflow.log_metrics({f"sft_{k}": v for k, v in metrics.items()}, step=step)
+            mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)
 
         result = train_sft(model, tok, dataset, m, log=log, progress=progress)
         sft_report = evaluate_messages(gen_with(result.model), cases, label="sft")
         mlflow.log_metrics({"train_seconds": result.seconds, "trainable_params": result.trainable_params})
         for label, report in (("base", base_report), ("sft", sft_report)):
-            mlflow.log_metrics({f"{label}_{k}": v for k, v in report.metrics.items()})
+            mlflow.log_metrics({f"{label}/{k}": v for k, v in report.metrics.items()})  # base/, sft/ groups
         samples = pd.concat([base_report.samples, sft_report.samples], ignore_index=True)
         mlflow.log_table(samples, "evaluation/samples.json")
+        mlflow.log_table(msg_plots.side_by_side(samples, "base", "sft"), "evaluation/base_vs_sft.json")
         for fig, name in ((msg_plots.loss_curve(result.history), "sft_loss.png"),
                           (msg_plots.length_histogram(samples), "message_lengths.png")):
             mlflow.log_figure(fig, f"plots/{name}")
@@ -303,6 +306,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                            "gate.factual_accuracy": f"{sft_report.metrics['factual_accuracy']:.4f}",
                            "gate.base_shield_pass_rate": f"{base_report.metrics['shield_pass_rate']:.4f}"}.items():
             client.set_model_version_tag("message-generator", version, key, value)
+        write_cards(client, "message-generator", version)
         b, s_ = base_report.metrics, sft_report.metrics
         print(f"sft: {len(dataset)} examples, {m.max_steps} steps in {result.seconds:.0f}s "
               f"({result.trainable_params:,} trainable params); message-generator v{version} -> {verdict.alias}")

@@ -203,3 +203,16 @@ def log_split_inputs(processed_dir: Path | str, dataset: str, splits: Mapping[st
         out[split] = split_dataset(processed_dir, dataset, split, df)
         mlflow.log_input(out[split], context=split)
     return out
+
+
+def span(enabled: bool, name: str, span_type: str = "UNKNOWN", **attributes: Any):
+    """An MLflow tracing span (a new trace when none is active), or a no-op when ``enabled`` is false.
+
+    Only ``attributes`` are recorded (never the function's inputs or outputs), so a caller decides
+    what a trace may hold; the serving code puts no customer data in them. Yields the span (or None).
+    """
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    return mlflow.start_span(name=name, span_type=span_type, attributes=attributes)

@@ -62,3 +62,16 @@ def score_vs_sqrt_kl(history: list[dict[str, float]]) -> plt.Figure:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def side_by_side(samples: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """One row per held-out case with ``first``'s and ``second``'s messages (and verdicts) next to each other.
+
+    ``samples`` is the long table of :func:`retention.messaging.evaluate.evaluate_messages` reports
+    concatenated (column ``model`` = the label); both reports ran on the same cases in the same order.
+    """
+    a = samples[samples["model"] == first].reset_index(drop=True)
+    b = samples[samples["model"] == second].reset_index(drop=True)
+    case = a[["name", "offer_pct", "tenure", "plan"]]
+    cols = ["message", "shield_passed", "violations"]
+    return pd.concat([case, a[cols].add_prefix(f"{first}_"), b[cols].add_prefix(f"{second}_")], axis=1)

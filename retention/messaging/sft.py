@@ -22,6 +22,15 @@ from retention.messaging.base_model import add_lora
 
 
 class _LossLogger(TrainerCallback):
+    """Hands the trainer's numeric logs (loss, grad norm, learning rate) to ``sink`` and keeps a history.
+
+    Hand-written rather than transformers' ``report_to="mlflow"`` (``MLflowCallback``, transformers
+    5.24): under ``mlflow run`` ``MLFLOW_RUN_ID`` is set and the step's run is already active, and the
+    callback then calls ``start_run`` again (MLflow refuses: the run is active), ends the step's run
+    when training ends (``auto_end_run``), and logs every ``TrainingArguments`` field (~150 params) and
+    unprefixed metric names. This sink logs into the step's run under one prefix (``train/``).
+    """
+
     def __init__(self, sink: Callable[[dict[str, float], int], None] | None, history: list):
         self.sink, self.history = sink, history
 

@@ -32,7 +32,9 @@ from mlflow.utils import mlflow_tags
 from retention.config import Config
 from retention.errors import ConfigError, RegistryError
 from retention.models_from_code import log_model_from_code
+from retention.model_cards import write_cards
 from retention.steps import _generator_requirements, processed_dir_of, step_run
+from retention.tracking import log_split_inputs
 
 GENERATOR = "message-generator"
 REWARD = "reward-model"
@@ -169,6 +171,9 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
                            "extra_preference_pairs": 0 if extra is None else len(extra)})
         mlflow.log_metrics({f"pairs_{k}": v for k, v in sets.counts().items()})
         _log_pairs_inputs(sets, processed)
+        log_split_inputs(processed, "telco", ("train",))  # lineage: the data run's splits behind the pairs
+        log_split_inputs(processed, "hh_rlhf", ("train", "test"))
+        log_split_inputs(processed, "oasst_pairs", ("train",))
 
         settings = training_settings(m)
         torch.set_num_threads(int(settings["torch_threads"]))
@@ -224,6 +229,7 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
             client.set_model_version_tag(REWARD, version, "reward.normalisation", json.dumps({"gain": gain,
                                                                                                  "bias": bias}))
             client.set_registered_model_alias(REWARD, role, version)
+            write_cards(client, REWARD, version)
             summary[role] = (version, result, acc)
             del model, result
 
@@ -281,6 +287,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype", threads=settings["torch_threads"]))
         mlflow.log_params({"train_prompts": len(train_facts), "eval_cases": len(cases)})
         _log_prompt_inputs({"train": train_facts, "eval": cases}, processed)
+        log_split_inputs(processed, "telco", ("train", "test"))  # lineage: the data run's splits behind them
 
         def log(metrics: dict[str, float], step: int) -> None:
             mlflow.log_metrics({f"ppo_{k}": v for k, v in metrics.items() if v == v}, step=step)
@@ -311,8 +318,9 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"evaluation.message_a": "ppo_text", "evaluation.message_b": f"sft v{sft_version.version}"})
         mlflow.log_table(pairs, "evaluation/pairs.json")
-        mlflow.log_table(pd.concat([sft_report.samples, ppo_report.samples], ignore_index=True),
-                         "evaluation/samples.json")
+        samples = pd.concat([sft_report.samples, ppo_report.samples], ignore_index=True)
+        mlflow.log_table(samples, "evaluation/samples.json")
+        mlflow.log_table(msg_plots.side_by_side(samples, "sft", "ppo_text"), "evaluation/sft_vs_ppo_text.json")
         mlflow.log_table(result.samples, "ppo_text/rollout_samples.json")
         mlflow.log_table(pd.DataFrame(result.history), "ppo_text/history.json")
         for fig, name in ((msg_plots.ppo_curves(result.history), "ppo_text_curves.png"),
@@ -350,6 +358,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                 "gate.distinct_2": f"ppo {metrics['ppo_distinct_2']:.3f} / sft {metrics['sft_distinct_2']:.3f}"}
         for key, value in tags.items():
             client.set_model_version_tag(GENERATOR, version, key, value)
+        write_cards(client, GENERATOR, version)
         mlflow.set_tags({"registered_model": f"{GENERATOR}/{version}", "gate.verdict": tags["gate.verdict"],
                          "gate.reasons": tags["gate.reasons"]})
 

@@ -13,32 +13,48 @@ import pandas as pd  # noqa: E402
 from retention.policy import CONSTRAINTS  # noqa: E402
 
 
+def _nonzero(h: pd.DataFrame, col: str) -> bool:
+    return col in h and bool((h[col].fillna(0).abs() > 0).any())
+
+
 def learning_curves(history: list[dict[str, float]]) -> plt.Figure:
+    """Training curves against env steps. A constraint whose cost and multiplier stay 0 throughout
+    (a masked one: the action mask makes breaking it impossible) gets no line, and a panel with no
+    line is left out, with a note in the title saying which constraints were masked."""
     h = pd.DataFrame(history)
     x = h["global_step"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    ax = axes[0, 0]
-    if "episode_net_revenue" in h:
-        ax.plot(x, h["episode_net_revenue"])
-    ax.set(title="episode net revenue (training cohorts)", xlabel="env steps")
-    ax = axes[0, 1]
-    for c in CONSTRAINTS:
-        if f"episode_cost_{c}" in h:
-            ax.plot(x, h[f"episode_cost_{c}"], label=f"{c} cost")
-            ax.plot(x, h[f"cost_limit_{c}"], ls="--", lw=1, label=f"{c} limit")
-    ax.set(title="constraint cost per episode vs limit", xlabel="env steps")
-    ax.legend(fontsize=7)
-    ax = axes[1, 0]
-    for c in CONSTRAINTS:
-        ax.plot(x, h[f"lambda_{c}"], label=f"lambda {c}")
-    ax.set(title="Lagrange multipliers", xlabel="env steps")
-    ax.legend(fontsize=7)
-    ax = axes[1, 1]
-    ax.plot(x, h["approx_kl"], label="approx_kl")
-    ax.plot(x, h["clipfrac"], label="clipfrac")
-    ax.plot(x, h["explained_variance"].clip(-1, 1), label="explained variance")
-    ax.set(title="PPO diagnostics", xlabel="env steps")
-    ax.legend(fontsize=7)
+    active = [c for c in CONSTRAINTS if _nonzero(h, f"episode_cost_{c}") or _nonzero(h, f"lambda_{c}")]
+    silent = [c for c in CONSTRAINTS if c not in active]
+    panels = ["revenue", *(["costs", "lambdas"] if active else []), "diagnostics"]
+    fig, axes = plt.subplots(1 if len(panels) <= 2 else 2, 2, figsize=(11, 3.5 if len(panels) <= 2 else 7),
+                             squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        if panel == "revenue":
+            if "episode_net_revenue" in h:
+                ax.plot(x, h["episode_net_revenue"])
+            ax.set(title="episode net revenue (training cohorts)", xlabel="env steps")
+        elif panel == "costs":
+            for c in active:
+                if f"episode_cost_{c}" in h:
+                    ax.plot(x, h[f"episode_cost_{c}"], label=f"{c} cost")
+                    ax.plot(x, h[f"cost_limit_{c}"], ls="--", lw=1, label=f"{c} limit")
+            ax.set(title="constraint cost per episode vs limit", xlabel="env steps")
+            ax.legend(fontsize=7)
+        elif panel == "lambdas":
+            for c in active:
+                ax.plot(x, h[f"lambda_{c}"], label=f"lambda {c}")
+            ax.set(title="Lagrange multipliers", xlabel="env steps")
+            ax.legend(fontsize=7)
+        else:
+            ax.plot(x, h["approx_kl"], label="approx_kl")
+            ax.plot(x, h["clipfrac"], label="clipfrac")
+            ax.plot(x, h["explained_variance"].clip(-1, 1), label="explained variance")
+            ax.set(title="PPO diagnostics", xlabel="env steps")
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.remove()
+    if silent:
+        fig.suptitle(f"masked (cost and lambda 0 throughout, not drawn): {', '.join(silent)}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -32,7 +32,7 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import REQUEST_FIELDS, RequestError, flatten
+from retention.serving.schema import REQUEST_FIELDS, RequestError, flatten, output_schema
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
@@ -69,10 +69,16 @@ class RequestRejected(MlflowException):
 def signature() -> ModelSignature:
     """Inputs: every request field, snake_case aliases included, optional and of any type, so each
     value reaches the field-level validation (``parse_request``; the typed request is
-    :func:`retention.serving.schema.input_schema`). Params: ``output`` = ``nested`` (the REST
-    response) or ``flat`` (one column per field, for Spark)."""
+    :func:`retention.serving.schema.input_schema`). Outputs: the typed nested response
+    (:func:`retention.serving.schema.output_schema`). Params: ``output`` = ``nested`` (the REST
+    response) or ``flat`` (one column per field, for Spark).
+
+    The inputs stay untyped on purpose: MLflow enforces a typed or required input before the model
+    runs, and its error (``Failed to enforce schema of data '<the whole request>'``) would return
+    customer data in the 400 body and replace the field-level errors.
+    """
     return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in REQUEST_FIELDS]),
-                          params=ParamSchema([ParamSpec("output", "string", "nested")]))
+                          outputs=output_schema(), params=ParamSchema([ParamSpec("output", "string", "nested")]))
 
 
 def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None, with_generator: bool = True):
@@ -120,6 +126,10 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
 class RetentionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.service = build_service(context.artifacts, getattr(context, "model_config", None))
+        if self.service.serving.tracing and not ({"MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ)):
+            from retention.tracking import configure_tracking
+
+            configure_tracking()  # traces go to the project's experiment, not "Default"
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "nested")

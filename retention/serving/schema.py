@@ -425,3 +425,28 @@ def flatten(responses: pd.DataFrame) -> pd.DataFrame:
                      "send_at": safety.get("send_at"), "churn_risk": meta["churn_risk"],
                      "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"])})
     return pd.DataFrame(rows, columns=list(FLAT_COLUMNS))
+
+
+# --- the declared output schema of the composite (nested REST response); owned by the model-card work ---
+def output_schema():
+    """The typed ``Schema`` of one nested response per customer (what ``/invocations`` returns).
+
+    Declared in the model's signature for the UI and clients; MLflow does not enforce outputs. The
+    ``output=flat`` variant (Spark) has the columns of :data:`FLAT_COLUMNS` instead.
+    """
+    from mlflow.types.schema import AnyType, Array, ColSpec, Object, Property, Schema
+
+    def obj(*props: tuple[str, Any, bool]) -> Object:
+        return Object([Property(name, kind, required=req) for name, kind, req in props])
+
+    decision = obj(("contact", "boolean", True), ("offer_level", "long", True), ("offer_percentage", "long", True),
+                   ("delay_days", "long", True), ("estimated_retention_prob", "double", True))
+    violation = obj(("rule", "string", True), ("detail", "string", True))
+    safety = obj(("passed", "boolean", False), ("violations", Array(violation), False), ("send_at", "string", False))
+    metadata = obj(("churn_risk", "double", True), ("accept_prob", Array("double"), True),
+                   ("expected_value", "double", True), ("model_versions", AnyType(), True),
+                   ("warnings", Array("string"), True), ("dry_run", "boolean", True), ("replayed", "boolean", True))
+    return Schema([ColSpec("string", "customer_id"), ColSpec("string", "request_id", required=False),
+                   ColSpec(decision, "decision"), ColSpec("string", "message", required=False),
+                   ColSpec("string", "message_source", required=False), ColSpec(safety, "safety"),
+                   ColSpec(metadata, "metadata")])

@@ -18,6 +18,7 @@ For a batch of customer records:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -40,6 +41,7 @@ from retention.serving import inference_log
 from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
 from retention.serving.schema import allowed_categories, parse_request
 from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
+from retention.tracking import span
 
 log = logging.getLogger(__name__)
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -76,7 +78,19 @@ class DecisionService:
 
     def decide(self, request: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
         """Decide for every record; raises ``RequestError`` (bad fields) or ``RequestConflict`` (an id
-        used for another customer) before anything is booked."""
+        used for another customer) before anything is booked. One MLflow trace per call when
+        ``serving.tracing`` is on (:func:`retention.tracking.span`)."""
+        with span(getattr(self.serving, "tracing", False), "decide", "CHAIN", records=len(request),
+                  model_versions=json.dumps(self.versions, default=str)) as root:
+            out = self._decide(request, now)
+            if root is not None:
+                decisions = out["decision"].tolist()
+                root.set_attributes({"contacts": sum(bool(d["contact"]) for d in decisions),
+                                     "offer_percentages": [int(d["offer_percentage"]) for d in decisions],
+                                     "message_sources": [str(s) for s in out["message_source"].tolist()]})
+            return out
+
+    def _decide(self, request: pd.DataFrame, now: datetime | None) -> pd.DataFrame:
         now = now or datetime.now(UTC)
         rows, notes = parse_request(request, self.categories)
         for i, when in enumerate(rows["local_time"]):
@@ -182,9 +196,24 @@ class DecisionService:
         facts = [facts_from_record(rec, r["decision"]["offer_percentage"]) for rec, (_, r) in
                  zip(records, writes, strict=True)]
         texts: list[str | None] = [None] * len(writes)
+        tracing = getattr(self.serving, "tracing", False)
+        with span(tracing and self.generator is not None, "generate", "LLM", messages=len(writes)) as gen_span:
+            texts = self._generate(facts, texts)
+            if gen_span is not None:
+                gen_span.set_attribute("generated", sum(t is not None for t in texts))
+        with span(tracing, "shield", "GUARDRAIL", messages=len(writes)) as shield_span:
+            self._enforce(writes, records, facts, texts)
+            if shield_span is not None:
+                shield_span.set_attributes({
+                    "passed": [bool(r["safety"]["passed"]) for _, r in writes],
+                    "violated_rules": sorted({v["rule"] for _, r in writes for v in r["safety"]["violations"]
+                                              if "rule" in v})})
+
+    def _generate(self, facts: list, texts: list[str | None]) -> list[str | None]:
+        """Write the messages in batches under the time budget; None where none was written."""
         if self.generator is not None:
             g, start = self.generator, time.perf_counter()
-            for lo in range(0, len(writes), g.batch_size):
+            for lo in range(0, len(facts), g.batch_size):
                 if time.perf_counter() - start > self.serving.generation_time_budget_s:
                     break
                 try:
@@ -193,6 +222,10 @@ class DecisionService:
                 except Exception:  # the template covers it: a generator fault never fails a decision
                     log.exception("message generation failed; the approved template is sent instead")
                     break
+        return texts
+
+    def _enforce(self, writes, records, facts, texts) -> None:
+        """Pass every message through the shield; the approved template replaces a failed or missing one."""
         for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"])
             r["message"], r["message_source"] = result.text, result.source

@@ -11,8 +11,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from retention.tabular.metrics import reliability_curve  # noqa: E402
-
 LABELS = {"raw": "XGBoost (uncalibrated)", "calibrated": "XGBoost + isotonic", "logreg": "logistic regression"}
 
 

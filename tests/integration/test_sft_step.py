@@ -22,13 +22,13 @@ def test_smoke_sft_trains_registers_and_never_emits_an_unsafe_message(tracking, 
     data_run = steps.data(cfg, {"profile": "smoke"}, progress=False)
     run_id = steps.sft(cfg, {"profile": "smoke", "data_run_id": data_run}, progress=False)
     run = MlflowClient().get_run(run_id)
-    for key in ("base_shield_pass_rate", "sft_shield_pass_rate", "base_factual_accuracy", "sft_factual_accuracy",
-                "sft_distinct_2", "train_seconds"):
+    for key in ("base/shield_pass_rate", "sft/shield_pass_rate", "base/factual_accuracy", "sft/factual_accuracy",
+                "sft/distinct_2", "train_seconds"):
         assert key in run.data.metrics
     tags = run.data.tags  # the machine and the dtype choice travel with the run
     assert tags["hardware.dtype"] in ("float32", "bfloat16") and tags["hardware.dtype_setting"] == "auto"
     assert tags["hardware.cpu_model"] and {"hardware.flags", "hardware.threads"} <= set(tags)
-    history = MlflowClient().get_metric_history(run_id, "sft_loss")
+    history = MlflowClient().get_metric_history(run_id, "train/loss")
     assert len(history) >= 2
     arts = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}
     assert {"plots/sft_loss.png", "plots/message_lengths.png"} <= arts
