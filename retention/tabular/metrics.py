@@ -72,7 +72,9 @@ def bootstrap_ci(
     ``scipy.stats.bootstrap`` with ``paired=True`` resamples (label, score) rows together. A
     resample with one class only has no AUC; it yields NaN and is left out of the percentiles.
     """
-    from scipy.stats import bootstrap
+    import warnings
+
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     if metric == "roc_auc":
         def stat(yy, pp):
@@ -82,8 +84,10 @@ def bootstrap_ci(
             return expected_calibration_error(yy, pp, n_bins) if yy.min() != yy.max() else np.nan
     else:
         raise ValueError(f"unsupported metric {metric!r}")
-    res = bootstrap((np.asarray(y), np.asarray(p)), stat, paired=True, vectorized=False, n_resamples=n_boot,
-                    confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # NaN resamples (one class) are handled below
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        res = bootstrap((np.asarray(y), np.asarray(p)), stat, paired=True, vectorized=False, n_resamples=n_boot,
+                        confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
     lo, hi = res.confidence_interval
     if not (np.isfinite(lo) and np.isfinite(hi)):  # scipy's percentile ignores no NaN: recompute without them
         values = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]

@@ -1,0 +1,103 @@
+"""The pure pieces behind the MLflow experience: cards, bootstrap intervals, plots, side-by-side tables."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from retention.messaging.plots import side_by_side
+from retention.model_cards import CARDS, version_card
+from retention.policy import CONSTRAINTS
+from retention.policy.plots import learning_curves
+from retention.tabular.metrics import bootstrap_ci
+from retention.tabular.plots import quantile_bins, reliability_figure
+
+
+def _scores(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.5, 6, n)  # most scores under 0.1, as for the acceptance model
+    return (rng.random(n) < p).astype(int), p
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():
+    y, p = _scores(400)
+    lo, hi = bootstrap_ci(y, p, "roc_auc", n_boot=300)
+    assert lo < roc_auc_score(y, p) < hi
+    y2, p2 = _scores(4000)
+    lo2, hi2 = bootstrap_ci(y2, p2, "roc_auc", n_boot=300)
+    assert hi2 - lo2 < hi - lo
+    assert bootstrap_ci(y, p, "roc_auc", n_boot=300) == (lo, hi)  # seeded
+    with pytest.raises(ValueError, match="unsupported"):
+        bootstrap_ci(y, p, "accuracy")
+
+
+def test_bootstrap_interval_skips_single_class_resamples():
+    y = np.array([0] * 30 + [1])  # many resamples hold no positive: they have no AUC
+    p = np.linspace(0, 1, 31)
+    lo, hi = bootstrap_ci(y, p, "roc_auc", n_boot=200)
+    assert np.isfinite(lo) and np.isfinite(hi) and lo <= hi
+
+
+def test_quantile_bins_hold_equal_counts_where_scores_crowd():
+    y, p = _scores()
+    bins = quantile_bins(y, p, 10)
+    assert len(bins) == 10 and bins["count"].sum() == len(p)
+    assert bins["count"].max() - bins["count"].min() <= 1
+    assert (bins["mean_predicted"] < 0.1).sum() >= 5  # equal-width bins would put these in one bin
+    fig = reliability_figure(y, {"calibrated": p}, 10, "t", {"calibrated": 0.0123})
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    assert sorted(int(t.removeprefix("n=")) for t in texts) == sorted(bins["count"].tolist())
+    assert any("ECE 0.012" in t for t in legend)
+
+
+def _history(lambda_budget: float) -> list[dict[str, float]]:
+    rows = []
+    for i in range(5):
+        row = {"global_step": i * 100, "episode_net_revenue": float(i), "approx_kl": 0.01, "clipfrac": 0.1,
+               "explained_variance": 0.5}
+        for c in CONSTRAINTS:
+            row |= {f"episode_cost_{c}": 0.0, f"cost_limit_{c}": 0.0, f"lambda_{c}": 0.0}
+        row["lambda_budget"] = lambda_budget * i
+        row["episode_cost_budget"] = lambda_budget
+        rows.append(row)
+    return rows
+
+
+def test_learning_curves_draw_no_flat_zero_panel():
+    fig = learning_curves(_history(0.0))  # every constraint masked: costs and multipliers stay 0
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 2 and "Lagrange multipliers" not in titles
+    assert "masked" in fig._suptitle.get_text()
+    plt.close(fig)
+    fig = learning_curves(_history(1.0))  # the budget left to its multiplier: it is drawn, the others not
+    lagrange = next(ax for ax in fig.axes if ax.get_title() == "Lagrange multipliers")
+    assert [line.get_label() for line in lagrange.get_lines()] == ["lambda budget"]
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_label().endswith("limit"):
+                assert np.any(np.asarray(line.get_ydata(), dtype=float) != 0), (ax.get_title(), line.get_label())
+    plt.close(fig)
+
+
+def test_side_by_side_pairs_the_same_case():
+    long = pd.DataFrame({"model": ["base", "base", "sft", "sft"], "name": ["Ana", "Bo"] * 2, "offer_pct": [5, 10] * 2,
+                         "tenure": [1, 2] * 2, "plan": ["a", "b"] * 2, "message": ["b1", "b2", "s1", "s2"],
+                         "shield_passed": [False, False, True, True], "violations": ["x", "y", "", ""]})
+    wide = side_by_side(long, "base", "sft")
+    assert wide[["name", "base_message", "sft_message"]].values.tolist() == [["Ana", "b1", "s1"], ["Bo", "b2", "s2"]]
+
+
+def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
+    metrics = {"test_roc_auc": 0.81234, "test_ece": 0.0123, "unrelated": 5.0}
+    card = version_card("offer-accept", "3", metrics, {"gate.verdict": "rejected", "gate.reasons": "test ECE too high"},
+                        "run1")
+    assert "0.8123" in card and "0.0123" in card and "unrelated" not in card
+    assert "rejected (challenger): test ECE too high" in card and "Euribor" in card
+    assert "not gated yet" in version_card("churn-risk", "1", metrics, {})
+    assert set(CARDS) == {"churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model",
+                          "retention"}
