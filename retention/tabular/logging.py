@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -135,14 +136,25 @@ def evaluate_classifier(info: mlflow.models.model.ModelInfo, X_test: pd.DataFram
     """
     frame = X_test.reset_index(drop=True).assign(**{LABEL: np.asarray(y_test, dtype=int)})
     p = pd.Series(np.asarray(scores, dtype=float), index=frame.index)
+    # The evaluator logs INFO lines per call and warns that integer labels look like "model type None"
+    # (it then infers binary correctly, as logged at INFO): nothing a user can act on.
+    # It also announces the "active model" it sets for the call, two lines more.
+    quiet = [logging.getLogger(n) for n in ("mlflow.models.evaluation", "mlflow.tracking.fluent")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         kw = {"name": test_dataset.name, "digest": test_dataset.digest,
               "source": test_dataset.source} if test_dataset is not None else {"name": "test"}
         data = mlflow.data.from_pandas(frame, targets=LABEL, **kw)
+    try:
         return mlflow.models.evaluate(
             info.model_uri, data, model_type="classifier",
             evaluator_config={"log_model_explainability": False, "metric_prefix": "test_", "pos_label": 1,
                               "label_list": [0, 1]},
             extra_metrics=[ece_metric(p, ece_bins), brier_metric(p)],
         )
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
