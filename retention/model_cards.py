@@ -12,7 +12,7 @@ back from what the run actually logged, never retyped), the gate verdict (read f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
@@ -27,6 +27,7 @@ class Card:
     data: str
     limits: tuple[str, ...]
     metrics: tuple[tuple[str, str], ...]  # (run metric key, label) shown on each version's card
+    gated_by: str | None = None  # the step whose gate sets `champion` / `challenger` (None: no gate)
 
 
 EURIBOR_CAVEAT = ("The offer effect is learnt from a proxy: Bank Marketing has no discount column, so "
@@ -50,7 +51,7 @@ CARDS: dict[str, Card] = {
         limits=("One US telecom's 2018 sample: churn rates and feature meanings differ elsewhere.",
                 "Calibrated on the train split's base rate; re-check ECE when the churn rate drifts.",
                 "Unseen categories are scored as missing values (with a warning)."),
-        metrics=TABULAR_METRICS),
+        metrics=TABULAR_METRICS, gated_by="promote"),
     "offer-accept": Card(
         predicts="P(accept | customer, offer_level) for a retention offer of 0/5/10/15% (levels 0..3), from "
                  "contact history, channel, month, weekday and age band only (what is known for a Telco "
@@ -61,18 +62,19 @@ CARDS: dict[str, Card] = {
                 "Learnt on bank term-deposit calls, applied to telecom retention offers: a transfer assumption.",
                 "Without `local_time` the month and weekday are the day of scoring, so the same customer can "
                 "get another probability on another day."),
-        metrics=TABULAR_METRICS),
+        metrics=TABULAR_METRICS, gated_by="promote"),
     "retention-policy": Card(
         predicts="The action for one reviewed customer: contact or not, offer level 0..3 and days until the "
                  "next review, from churn risk, acceptance per offer, budget, fatigue and cooldown state.",
-        data="Trained (PPO-Lagrangian) in the campaign simulator on cohorts of Telco *train* customers scored "
-             "by the champion churn-risk and offer-accept models; evaluated on cohorts of Telco *test* "
-             "customers.",
+        data="A `ppo` version is trained (PPO-Lagrangian) in the campaign simulator on cohorts of Telco *train* "
+             "customers scored by the champion churn-risk and offer-accept models; a baseline version (a rule "
+             "such as `greedy_ev` or `knapsack`, tag `policy.kind`) has no training data. Every version is "
+             "evaluated on cohorts of Telco *test* customers.",
         limits=("The simulator assumes acceptance independent of would-churn, and that an accepted offer "
                 "retains the customer for the whole horizon.",
                 "Its acceptance probabilities inherit offer-accept's Euribor-proxy caveat.",
                 "Hard rules (budget, fatigue cap, cooldown) are enforced by the guard, whatever the policy says."),
-        metrics=()),
+        metrics=(), gated_by="evaluate_policy"),
     "message-generator": Card(
         predicts="A personal retention SMS for one decision (name, tenure, plan, monthly charges, offer %); "
                  "served only behind the safety shield, which sends an approved template instead of any "
@@ -88,7 +90,8 @@ CARDS: dict[str, Card] = {
                                                                       "shield pass rate (base model)"),
                  ("gold_win_rate", "gold-RM win rate over SFT"), ("gold_win_rate_low", "its 95% CI low"),
                  ("ppo_shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
-                 ("ppo_factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats"))),
+                 ("ppo_factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats")),
+        gated_by="sft or ppo_text"),
     "reward-model": Card(
         predicts="A scalar preference score for (decision, message): Bradley-Terry reward models, the `proxy` "
                  "that PPO-text optimises and the `gold` one that judges it (alias = role).",
@@ -121,8 +124,10 @@ def _fmt(value: float) -> str:
 
 
 def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Mapping[str, str],
-                 run_id: str | None = None, extra: Mapping[str, str] | None = None) -> str:
-    """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` the version's."""
+                 run_id: str | None = None, extra: Mapping[str, str] | None = None,
+                 aliases: Sequence[str] = ()) -> str:
+    """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` and
+    ``aliases`` the version's (the gate's verdict and reasons are its ``gate.*`` tags)."""
     card = CARDS[name]
     lines = [f"**{name} v{version}**" + (f", logged by run `{run_id}`" if run_id else ""), "",
              f"**Predicts**: {card.predicts}", "", f"**Training data**: {card.data}", ""]
@@ -133,14 +138,14 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
         lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {label} | {v if isinstance(v, str) else _fmt(v)} |" for label, v in shown]
         lines.append("")
-    verdict = tags.get("gate.verdict")
-    if not verdict and tags.get("gate.reasons"):
-        lines.append(f"**Gate**: {tags['gate.reasons']}")
-    elif verdict:
-        alias = "champion" if verdict == "promoted" else "challenger"
-        lines.append(f"**Gate**: {verdict} ({alias}): {tags.get('gate.reasons', tags.get('gate.reason', ''))}")
+    verdict, reasons = tags.get("gate.verdict"), tags.get("gate.reasons", tags.get("gate.reason", ""))
+    held = ", ".join(f"`{a}`" for a in aliases) if aliases else "none"
+    if verdict or reasons:
+        lines.append(f"**Gate**: {verdict or 'decided'} (aliases now: {held}): {reasons}")
+    elif card.gated_by:
+        lines.append(f"**Gate**: not decided yet (the `{card.gated_by}` step decides and rewrites this card)")
     else:
-        lines.append("**Gate**: not gated yet (the gate step sets `champion` or `challenger` and rewrites this card)")
+        lines.append(f"**Gate**: none for this model (aliases now: {held})")
     lines += ["", "**Known limits**:", *[f"- {limit}" for limit in card.limits]]
     return "\n".join(lines)
 
@@ -165,7 +170,7 @@ def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Ma
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         except MlflowException:
             metrics = {}
-    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra)
+    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra, list(mv.aliases or ()))
     client.update_model_version(name, str(version), description=text)
     return text
 

@@ -28,6 +28,7 @@ from retention.model_cards import step_description, write_cards
 from retention.tracking import (
     NOTE,
     configure_tracking,
+    describe_experiment,
     describe_run,
     git_commit,
     log_params_flat,
@@ -63,6 +64,8 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
             mlflow.set_tag(mlflow_tags.MLFLOW_RUN_NAME, name)
         if NOTE not in run.data.tags:
             describe_run(step_description(entry_point, cfg.profile))
+        if resuming:  # `mlflow run --experiment-name` made the experiment: describe it
+            describe_experiment(run.info.experiment_id)
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")
         yield run

@@ -68,8 +68,7 @@ def configure_tracking(name: str | None = None) -> str:
         exp_id = client.create_experiment(name, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
-    if exp is None or NOTE not in exp.tags:  # a description the user wrote is kept
-        client.set_experiment_tag(exp_id, NOTE, EXPERIMENT_DESCRIPTION)
+    describe_experiment(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -163,6 +162,13 @@ def pip_requirements(pinned: list[str], unpinned: list[str] = ()) -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name).split('+')[0]}" for name in pinned] + list(unpinned)
+
+
+def describe_experiment(experiment_id: str) -> None:
+    """Give the experiment its description (``mlflow.note.content``) unless it has one (a user's is kept)."""
+    client = MlflowClient()
+    if NOTE not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, NOTE, EXPERIMENT_DESCRIPTION)
 
 
 def describe_run(text: str) -> None:

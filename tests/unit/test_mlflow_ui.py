@@ -95,9 +95,10 @@ def test_side_by_side_pairs_the_same_case():
 def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
     metrics = {"test_roc_auc": 0.81234, "test_ece": 0.0123, "unrelated": 5.0}
     card = version_card("offer-accept", "3", metrics, {"gate.verdict": "rejected", "gate.reasons": "test ECE too high"},
-                        "run1")
+                        "run1", aliases=["challenger"])
     assert "0.8123" in card and "0.0123" in card and "unrelated" not in card
-    assert "rejected (challenger): test ECE too high" in card and "Euribor" in card
-    assert "not gated yet" in version_card("churn-risk", "1", metrics, {})
+    assert "rejected (aliases now: `challenger`): test ECE too high" in card and "Euribor" in card
+    assert "the `promote` step decides" in version_card("churn-risk", "1", metrics, {})
+    assert "none for this model (aliases now: `proxy`)" in version_card("reward-model", "1", {}, {}, aliases=["proxy"])
     assert set(CARDS) == {"churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model",
                           "retention"}
