@@ -126,10 +126,17 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
 class RetentionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.service = build_service(context.artifacts, getattr(context, "model_config", None))
-        if self.service.serving.tracing and not ({"MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ)):
-            from retention.tracking import configure_tracking
+        if self.service.serving.tracing:
+            # Resolve the traces' experiment once: left to the environment variable, MLflow looks the
+            # experiment up by name for every trace (a database query per request).
+            if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+                mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+            elif os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+                mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+            else:
+                from retention.tracking import configure_tracking
 
-            configure_tracking()  # traces go to the project's experiment, not "Default"
+                configure_tracking()  # traces go to the project's experiment, not "Default"
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "nested")
