@@ -99,10 +99,10 @@ CARDS: dict[str, Card] = {
              "*train* customers (some rule families held out of the proxy).",
         limits=("A proxy is over-optimised by design: the gold model and the rubric check it.",
                 "Scores are normalised on SFT samples; they are not probabilities."),
-        metrics=(("proxy_eval_accuracy_domain", "proxy held-out accuracy (domain pairs)"),
-                 ("gold_eval_accuracy_domain", "gold held-out accuracy (domain pairs)"),
-                 ("proxy_eval_accuracy_hh_rlhf", "proxy held-out accuracy (HH-RLHF)"),
-                 ("gold_eval_accuracy_hh_rlhf", "gold held-out accuracy (HH-RLHF)"))),
+        metrics=(("proxy/eval_accuracy_domain", "proxy held-out accuracy (domain pairs)"),
+                 ("gold/eval_accuracy_domain", "gold held-out accuracy (domain pairs)"),
+                 ("proxy/eval_accuracy_hh_rlhf", "proxy held-out accuracy (HH-RLHF)"),
+                 ("gold/eval_accuracy_hh_rlhf", "gold held-out accuracy (HH-RLHF)"))),
     "retention": Card(
         predicts="The served decision per customer: churn risk, acceptance per offer, the policy's action "
                  "repaired by the guard, the message (generator behind the shield, or the approved template), "

@@ -193,13 +193,13 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
         summary = {}
         for role, frame, steps in (("proxy", sets.proxy, r.max_steps), ("gold", sets.gold, r.gold_max_steps)):
             def log(metrics: dict[str, float], step: int, role=role) -> None:
-                mlflow.log_metrics({f"{role}_{k}": v for k, v in metrics.items()}, step=step)
+                mlflow.log_metrics({f"{role}/{k}": v for k, v in metrics.items()}, step=step)
 
             model, tok = reward_backbone(m.base_model, m.model_cache_dir, seed=r.seed)
             result = train_reward_model(model, tok, frame, r, settings, steps, log=log, progress=progress)
-            mlflow.log_metrics({f"{role}_kept_{k}": v for k, v in result.kept.items()})
-            mlflow.log_metrics({f"{role}_dropped_{k}": result.dropped.get(k, 0) for k in result.kept | result.dropped})
-            mlflow.log_metrics({f"{role}_train_seconds": result.seconds, f"{role}_trainable_params":
+            mlflow.log_metrics({f"{role}/kept_{k}": v for k, v in result.kept.items()})
+            mlflow.log_metrics({f"{role}/dropped_{k}": result.dropped.get(k, 0) for k in result.kept | result.dropped})
+            mlflow.log_metrics({f"{role}/train_seconds": result.seconds, f"{role}/trainable_params":
                                 result.trainable_params})
             with torch.no_grad():
                 raw = score(result.model, tok, [reward_prompt(f) for f in norm_facts], sft_texts, r.score_batch_size)
@@ -208,9 +208,9 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
             domain = rows[(rows["source"] == "domain") & ~rows["dropped"]]
             acc["accuracy_domain_trained_families"] = float(domain[~domain["family"].isin(held_out)]["correct"].mean())
             acc["accuracy_domain_held_out_families"] = float(domain[domain["family"].isin(held_out)]["correct"].mean())
-            mlflow.log_metrics({f"{role}_eval_{k}": v for k, v in acc.items() if v == v})
-            mlflow.log_metrics({f"{role}_gain": gain, f"{role}_bias": bias, f"{role}_sft_raw_mean": float(raw.mean()),
-                                f"{role}_sft_raw_std": float(raw.std())})
+            mlflow.log_metrics({f"{role}/eval_{k}": v for k, v in acc.items() if v == v})
+            mlflow.log_metrics({f"{role}/gain": gain, f"{role}/bias": bias, f"{role}/sft_raw_mean": float(raw.mean()),
+                                f"{role}/sft_raw_std": float(raw.std())})
             mlflow.log_table(rows, f"evaluation/{role}_pairs.json")
             spec = {"base_model": m.base_model, "model_cache_dir": m.model_cache_dir, "role": role, "gain": gain,
                     "bias": bias, "score_batch_size": r.score_batch_size, "max_length": r.max_length,
@@ -290,7 +290,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         log_split_inputs(processed, "telco", ("train", "test"))  # lineage: the data run's splits behind them
 
         def log(metrics: dict[str, float], step: int) -> None:
-            mlflow.log_metrics({f"ppo_{k}": v for k, v in metrics.items() if v == v}, step=step)
+            # `train/`: one chart group, apart from the held-out `ppo_*` / `sft_*` evaluation metrics
+            mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if v == v}, step=step)
 
         result = train_ppo_text(gen.model, tok, proxy, train_facts, p, log=log, bf16=bf16, progress=progress)
         policy = result.model
