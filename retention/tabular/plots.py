@@ -28,7 +28,9 @@ def quantile_bins(y: np.ndarray, p: np.ndarray, n_bins: int) -> pd.DataFrame:
 
 def reliability_figure(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, title: str,
                        eces: dict[str, float] | None = None) -> plt.Figure:
-    """Reliability diagram in quantile bins (points labelled with their counts), ECE in the legend.
+    """Reliability diagram in quantile bins, with the customers per bin and both ECEs in the legend.
+
+    Bins of unequal size (ties at an edge) have each point labelled with its count instead.
 
     ``eces`` are the logged ECEs (``n_bins`` equal-width bins, the gated definition); the legend also
     gives the ECE over the quantile bins drawn here.
@@ -40,8 +42,11 @@ def reliability_figure(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int,
         b = quantile_bins(y, p, n_bins)
         q_ece = float(np.sum(np.abs(b["observed_rate"] - b["mean_predicted"]) * b["count"]) / b["count"].sum())
         label = f"{LABELS.get(key, key)}: ECE {eces[key]:.3f}" if eces and key in eces else LABELS.get(key, key)
-        line, = ax.plot(b["mean_predicted"], b["observed_rate"], marker="o", label=f"{label} (quantile {q_ece:.3f})")
-        if key == "calibrated" or len(preds) == 1:
+        counts = b["count"].to_numpy()
+        per_bin = f", {counts[0]} per bin" if counts.min() == counts.max() else ""
+        line, = ax.plot(b["mean_predicted"], b["observed_rate"], marker="o",
+                        label=f"{label} (quantile {q_ece:.3f}){per_bin}")
+        if not per_bin and (key == "calibrated" or len(preds) == 1):  # unequal bins (ties): each count shown
             for _, row in b.iterrows():
                 ax.annotate(f"n={int(row['count'])}", (row["mean_predicted"], row["observed_rate"]), fontsize=6,
                             color=line.get_color(), xytext=(3, -8), textcoords="offset points")
@@ -49,7 +54,7 @@ def reliability_figure(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int,
         hist.hist(p, bins=40, range=(0, 1), histtype="step", label=LABELS.get(key, key))
     lim = min(1.0, top * 1.1 + 0.02)
     ax.set(xlim=(0, lim), ylim=(0, lim), ylabel="observed positive rate")
-    ax.set_title(f"{title}: reliability ({n_bins} quantile bins, test split; n = customers per bin)", fontsize=9)
+    ax.set_title(f"{title}: reliability ({n_bins} quantile bins of customers, test split)", fontsize=9)
     ax.legend(loc="upper left", fontsize=7, title="ECE: equal-width (gated), quantile", title_fontsize=7)
     hist.set(xlabel="predicted probability", ylabel="customers", yscale="log")
     fig.tight_layout()

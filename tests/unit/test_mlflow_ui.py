@@ -48,11 +48,14 @@ def test_quantile_bins_hold_equal_counts_where_scores_crowd():
     assert bins["count"].max() - bins["count"].min() <= 1
     assert (bins["mean_predicted"] < 0.1).sum() >= 5  # equal-width bins would put these in one bin
     fig = reliability_figure(y, {"calibrated": p}, 10, "t", {"calibrated": 0.0123})
-    texts = [t.get_text() for t in fig.axes[0].texts]
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
-    assert sorted(int(t.removeprefix("n=")) for t in texts) == sorted(bins["count"].tolist())
-    assert any("ECE 0.012" in t for t in legend)
+    assert any("ECE 0.012" in t and "200 per bin" in t for t in legend)
+    tied = np.r_[np.zeros(500), p[:1500]]  # a quarter of the scores tie at 0: bins differ in size
+    fig = reliability_figure(y, {"calibrated": tied}, 10, "t")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert sorted(int(t.removeprefix("n=")) for t in texts) == sorted(quantile_bins(y, tied, 10)["count"].tolist())
 
 
 def _history(lambda_budget: float) -> list[dict[str, float]]:
