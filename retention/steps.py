@@ -251,7 +251,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
         train_customers = load_split(processed, "telco", "train")
         test_customers = load_split(processed, "telco", "test").head(m.eval_prompts)
-        log_split_inputs(processed, "telco", ("train", "test"))  # lineage: prompts' customers
+        telco = log_split_inputs(processed, "telco", ("train", "test"))  # lineage: prompts' customers
         log_split_inputs(processed, "oasst_sft", ("train",))
         dataset, references = sft_dataset(train_customers, load_split(processed, "oasst_sft", "train"),
                                           m.sft_examples, m.oasst_fraction, m.seed)
@@ -278,8 +278,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         result = train_sft(model, tok, dataset, m, log=log, progress=progress)
         sft_report = evaluate_messages(gen_with(result.model), cases, label="sft")
         mlflow.log_metrics({"train_seconds": result.seconds, "trainable_params": result.trainable_params})
-        for label, report in (("base", base_report), ("sft", sft_report)):
-            mlflow.log_metrics({f"{label}/{k}": v for k, v in report.metrics.items()})  # base/, sft/ groups
+        # base/, sft/ groups; held-out prompts are Telco test customers (the sft metrics also name the model below)
+        mlflow.log_metrics({f"base/{k}": v for k, v in base_report.metrics.items()}, dataset=telco["test"])
         samples = pd.concat([base_report.samples, sft_report.samples], ignore_index=True)
         mlflow.log_table(samples, "evaluation/samples.json")
         mlflow.log_table(msg_plots.side_by_side(samples, "base", "sft"), "evaluation/base_vs_sft.json")
@@ -298,6 +298,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                      "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
             info = log_generator({"adapter": str(adapter), "spec": str(spec)}, example, "message-generator",
                                  _generator_requirements())
+        mlflow.log_metrics({f"sft/{k}": v for k, v in sft_report.metrics.items()}, dataset=telco["test"],
+                           model_id=info.model_id)
         mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")
         from retention.registry import gate_generator
 

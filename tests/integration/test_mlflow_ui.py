@@ -47,7 +47,12 @@ def test_runs_are_named_described_and_read_the_data_runs_splits(bundle):
             digests = {d.dataset.name: d.dataset.digest for d in runs["data"].inputs.dataset_inputs}
             assert all(d.dataset.digest == digests[d.dataset.name] for d in run.inputs.dataset_inputs
                        if d.dataset.name in digests)  # the very datasets the data run logged
-        assert any(k.startswith("system/") for k in runs["sft"].data.metrics)  # MLflow system metrics
+        # the generator's held-out metrics name both the test dataset and the logged model
+        (gen,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{runs['sft'].info.run_id}'")
+        linked = {m.key: m for m in gen.metrics}
+        assert linked["sft/shield_pass_rate"].dataset_name == "telco-test"
+        assert linked["sft/shield_pass_rate"].value == runs["sft"].data.metrics["sft/shield_pass_rate"]
 
 
 def test_model_cards_carry_the_logged_metrics_and_the_verdict(bundle):
