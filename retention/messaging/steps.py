@@ -31,8 +31,8 @@ from mlflow.utils import mlflow_tags
 
 from retention.config import Config
 from retention.errors import ConfigError, RegistryError
-from retention.models_from_code import log_model_from_code
 from retention.model_cards import write_cards
+from retention.models_from_code import log_model_from_code
 from retention.steps import _generator_requirements, processed_dir_of, step_run
 from retention.tracking import log_split_inputs
 

@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from retention.config import Config
 from retention.errors import RegistryError
+from retention.model_cards import write_cards
+from retention.tracking import log_split_inputs
 
 
 def multiplier_and_decay(cfg: Config, pool) -> tuple[float, np.ndarray]:
@@ -46,13 +48,14 @@ def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
     with step_run("train_policy", cfg, params) as run:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
         pool, versions = pool_for_split(cfg, processed, "train")
+        log_split_inputs(processed, "telco", ("train",))  # lineage: the cohorts' customers
         mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
         lam, decay = multiplier_and_decay(cfg, pool)
         mlflow.log_params({"pool_customers": len(pool)})
         mlflow.log_metric("lambda_star_train_median", lam)
 
         def log(metrics: dict[str, float], step: int) -> None:
-            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v}, step=step)
+            mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if v == v}, step=step)  # one group
 
         result = train(pool, cfg.env, cfg.ppo, log=log, progress=progress, lam=lam, decay=decay)
         mlflow.log_metrics({"train_seconds": result.seconds, "env_steps": result.env_steps})
@@ -66,6 +69,7 @@ def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
                                index_prior=cfg.ppo.index_prior, lam=lam, decay=decay.tolist())
             info = log_policy(spec, weights, {"trained_by_run": run.info.run_id})
         mlflow.set_tag("registered_model", f"retention-policy/{info.registered_model_version}")
+        write_cards(MlflowClient(), "retention-policy", info.registered_model_version)
         last = result.history[-1]
         print(f"train_policy: {result.env_steps:,} env steps in {result.seconds:.0f}s "
               f"({result.env_steps / result.seconds:,.0f}/s); lambda* (median of training cohorts) {lam:.2f}; "
@@ -125,6 +129,7 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
         pool, versions = pool_for_split(cfg, processed, "test")
         train_pool, _ = pool_for_split(cfg, processed, "train")
+        inputs = log_split_inputs(processed, "telco", ("train", "test"))  # lineage: multiplier fit; held-out
         lam, decay = multiplier_and_decay(cfg, train_pool)
         mlflow.set_tags({f"uses.{k}": v for k, v in versions.items()})
         policy_run = params.get("policy_run_id", "none")
@@ -149,9 +154,9 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         mlflow.log_table(evaluation.paired.reset_index(names="policy"), "evaluation/paired.json")
         mlflow.log_text(summary.round(4).to_csv(), "evaluation/summary.csv")
         for name, row in summary.iterrows():
-            mlflow.log_metrics({f"{name}.{m}": float(v) for m, v in row.items() if v == v})
+            mlflow.log_metrics({f"{name}/{m}": float(v) for m, v in row.items() if v == v})  # a chart group per policy
         for name, row in evaluation.paired.iterrows():
-            mlflow.log_metrics({f"{name}.paired_diff_{k}": float(row[k]) for k in ("diff", "lo", "hi", "p_value")})
+            mlflow.log_metrics({f"{name}/paired_diff_{k}": float(row[k]) for k in ("diff", "lo", "hi", "p_value")})
         mlflow.log_metrics({"lambda_star_median": float(np.median(evaluation.multipliers)),
                             "ppo_share_of_bound": float(summary.loc["ppo", "share_of_bound_mean"])})
         fig = policy_plots.comparison(summary.drop(index="lp_bound"), bound_name=BOUND)
@@ -170,6 +175,16 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
             info = log_policy(spec, None, {"evaluated_by_run": run.info.run_id})
             gated[winner] = info.registered_model_version
         version = gate_policies(evaluation, winner, reason, gated)
+        for name, v in gated.items():  # each version's card: the held-out results of the policy it holds
+            row = summary.loc[name]
+            write_cards(client, POLICY_MODEL, v, extra={
+                "policy": name,
+                "held-out net revenue per campaign (mean, 95% CI)":
+                    f"{row.get('net_revenue_mean', float('nan')):.1f} [{row.get('net_revenue_lo', float('nan')):.1f}, "
+                    f"{row.get('net_revenue_hi', float('nan')):.1f}]",
+                "violations per campaign": f"{row.get('violations_mean', float('nan')):.3f}",
+                "share of the Lagrangian bound": f"{row.get('share_of_bound_mean', float('nan')):.1%}",
+                "evaluated on": f"{inputs['test'].name} ({cfg.eval.campaigns} campaigns)"})
         mlflow.set_tags({"gate.champion_policy": winner, "gate.champion_version": version,
                          "gate.reason": reason[:5000]})
         print("evaluate_policy: held-out campaigns, paired (same cohorts, churners and answers for every policy)")

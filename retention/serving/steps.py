@@ -17,8 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from retention.config import Config
 from retention.errors import RegistryError
+from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code, no_ledger_files
 from retention.steps import _generator_requirements, processed_dir_of, step_run
+from retention.tracking import log_split_inputs
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
@@ -75,6 +77,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.set_tags({f"component.{k}": v for k, v in versions.items()})
 
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        log_split_inputs(processed, "telco", ("train", "test"))  # lineage: categories seen in training; demo
         demo = load_split(processed, "telco", "test").head(cfg.serving.demo_customers)
         records = [{"customer_id": r["customerID"], "name": name_for(r["customerID"]), "dry_run": True,
                     "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin",
@@ -96,6 +99,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                      else "every decision part is a champion" + (
                                          "" if "generator" in artifacts else "; messages: approved templates "
                                          "(no champion message-generator)"))
+        write_cards(client, "retention", version, extra={f"component {k}": str(v) for k, v in versions.items()})
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
         with no_ledger_files():  # the demo decides against an empty ledger in memory: no ./ledger.db
