@@ -147,7 +147,29 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
     else:
         lines.append(f"**Gate**: none for this model (aliases now: {held})")
     lines += ["", "**Known limits**:", *[f"- {limit}" for limit in card.limits]]
+    if name == "retention":
+        lines += ["", *request_schema_lines()]
     return "\n".join(lines)
+
+
+def request_schema_lines() -> list[str]:
+    """The typed request (:func:`retention.serving.schema.input_schema`) as a Markdown table.
+
+    The served model's enforced signature declares these fields optional ``any`` so that every value
+    reaches the field-level validation; the card is where a client reads the types and what is required.
+    """
+    from retention.serving.schema import FIELD_ALIASES, input_schema
+
+    lines = ["**Request fields** (typed; the enforced signature accepts any type and the model answers a wrong "
+             "one with a field-level error):", "", "| field | type | required |", "| --- | --- | --- |"]
+    for spec in input_schema().inputs:
+        if spec.name in FIELD_ALIASES:
+            continue  # snake_case aliases carry their field's type
+        lines.append(f"| `{spec.name}` | {spec.type if not hasattr(spec.type, 'name') else spec.type.name} | "
+                     f"{'required' if spec.required else 'optional'} |")
+    aliases = ", ".join(f"`{a}`" for a in sorted(FIELD_ALIASES))
+    lines += ["", f"Aliases accepted (snake_case): {aliases}."]
+    return lines
 
 
 def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Mapping[str, float] | None = None,

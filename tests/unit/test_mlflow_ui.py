@@ -105,3 +105,10 @@ def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
     assert "none for this model (aliases now: `proxy`)" in version_card("reward-model", "1", {}, {}, aliases=["proxy"])
     assert set(CARDS) == {"churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model",
                           "retention"}
+
+
+def test_the_retention_card_lists_the_typed_request_with_customer_id_required():
+    card = version_card("retention", "2", {}, {"gate.verdict": "promoted"})
+    assert "| `customer_id` | string | required |" in card
+    assert "| `MonthlyCharges` | double | optional |" in card and "| `dry_run` | boolean | optional |" in card
+    assert "`monthly_charges`" in card  # the aliases are named, not listed as fields of their own
