@@ -27,6 +27,10 @@ PROGRESS_ENV = "RETENTION_PROGRESS"  # on | off | auto (default)
 LIBRARY_NOTICES = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated",
      "peft 0.21 (PeftModel.__init__) and trl 1.16 read transformers 5's deprecated alias themselves"),
+    (UserWarning, r"Hint: Inferred schema contains integer column",
+     "every logged model of this project declares its signature (integers as doubles); what is left is "
+     "MLflow inferring the schema of a *dataset* record for lineage (log_input, mlflow.models.evaluate), "
+     "lazily and outside the call sites, where missing integers do not arise"),
 )
 QUIET_LOGGERS = {
     # bitsandbytes looks for optional 4-bit CPU kernels at import (transformers imports it); 4-bit
