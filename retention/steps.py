@@ -362,13 +362,13 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
                                      "sft_run_id": sft_run, "promote_run_id": promote_run,
                                      "generator_run_id": ppo_text_run})
         # a first monitoring window: held-out customers decided through the bundle (dry runs), then drift
-        from retention.monitoring.steps import demo_traffic
+        from retention.monitoring.steps import demo_traffic, pinned_ledger_url
 
         bundled = f"runs:/{bundle_run}/retention"
         sent = demo_traffic(cfg, data_run, bundled)
         print(f"[main] demo traffic: {sent} held-out customers decided through the bundle (dry run, nothing booked)")
-        child = run_step("drift", {"profile": profile, "window": "24h", "ledger_url": "none", "model_uri": bundled,
-                                   "fail_on_drift": "false"}, reuse=False, experiment_id=exp_id)
+        child = run_step("drift", {"profile": profile, "window": "24h", "ledger_url": pinned_ledger_url(cfg),
+                                   "model_uri": bundled, "fail_on_drift": "false"}, reuse=False, experiment_id=exp_id)
         mlflow.set_tag("step.drift.run_id", child.info.run_id)
         print(f"main: done; browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
         return run.info.run_id

@@ -68,6 +68,24 @@ def ledger_url_of(value: str | None, cfg: Config) -> str:
     return os.environ.get("RETENTION_LEDGER_URL") or cfg.serving.ledger_url
 
 
+def pinned_ledger_url(cfg: Config) -> str:
+    """The ``ledger_url`` parameter that makes a launched ``drift`` step read the ledger this process uses.
+
+    ``"none"`` when ``$RETENTION_LEDGER_URL`` names it (the child inherits the variable, and a
+    password stays out of the logged parameters); otherwise ``serving.ledger_url`` with a relative
+    sqlite path made absolute, since a step launched by ``mlflow run`` runs in the project folder,
+    not in this process's working folder.
+    """
+    from sqlalchemy.engine import make_url
+
+    if os.environ.get("RETENTION_LEDGER_URL"):
+        return "none"
+    url = make_url(cfg.serving.ledger_url)
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).resolve()))
+    return url.render_as_string(hide_password=False)
+
+
 def redact(url: str) -> str:
     """The URL without its password, for logs and messages."""
     from sqlalchemy.engine import make_url

@@ -9,7 +9,7 @@ without ``local_time`` is decided as of ``as_of`` (``retention score --as-of 202
 or as of now when that is not given either, with a warning: the same file scored on another day
 can then get other offers.
 
-**A dry run writes nothing**: no contact is booked, no inference-log row is written, and no ledger
+**A dry run writes nothing**: no contact is booked, no inference-log row or MLflow trace is written, and no ledger
 file is created. When the ledger does not exist yet, the dry run decides against an empty one in
 memory (the state a first real run would see); an existing ledger is read for each customer's
 contact history.
@@ -103,11 +103,12 @@ def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: 
     customers = with_default_time(read_customers(input_path), as_of)
     if dry_run:
         customers = customers.assign(dry_run=True)
+        quiet = {"inference_log": False, "tracing": False}  # no log rows and no trace artifacts either
         if _ledger_file_missing(model_uri):
             with no_ledger_files():
-                model = mlflow.pyfunc.load_model(model_uri, model_config={"inference_log": False})
+                model = mlflow.pyfunc.load_model(model_uri, model_config=quiet)
         else:
-            model = mlflow.pyfunc.load_model(model_uri, model_config={"inference_log": False})
+            model = mlflow.pyfunc.load_model(model_uri, model_config=quiet)
     else:
         model = mlflow.pyfunc.load_model(model_uri)
     service = model.unwrap_python_model().service

@@ -116,10 +116,12 @@ def test_a_dry_run_from_another_folder_writes_no_file(bundle, tmp_path, capsys, 
         # loaded by its registry URI (ModelsArtifactRepository.download_artifacts), dry run or not.
         return [p for p in _tree(bundle.home) if not p.endswith(("-shm", "-wal", "/registered_model_meta"))]
 
+    mlflow.flush_trace_async_logging()  # traces of earlier tests land now, not during this one
     before = files_at_home()
     with within(work, bundle.env):
         assert main(["--no-progress", "score", "--input", str(inputs / "in.parquet"), "--output", "out.csv",
                      "--dry-run", "--as-of", "2026-11-25T10:00"]) == 0
+    mlflow.flush_trace_async_logging()  # a trace would reach the artifact store in the background
     assert _tree(work) == ["out.csv"]
     assert files_at_home() == before  # no ledger next to the tracking store either
     out = pd.read_csv(work / "out.csv")

@@ -399,3 +399,15 @@ def test_the_fast_sqlite_log_insert_stores_exactly_what_sqlalchemy_core_stores()
         frames.append(L.read_window(engine, start=datetime(2026, 11, 25, tzinfo=UTC)))
     assert len(frames[0]) == 2
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_main_pins_the_ledger_it_wrote_for_the_drift_step_it_launches(tmp_path, monkeypatch):
+    """`drift` runs in the project folder under `mlflow run`: a relative sqlite path must not move with it."""
+    from retention.monitoring.steps import pinned_ledger_url
+
+    cfg = load_config("smoke")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_LEDGER_URL", raising=False)
+    assert pinned_ledger_url(cfg) == f"sqlite:///{tmp_path.resolve() / 'ledger.db'}"
+    monkeypatch.setenv("RETENTION_LEDGER_URL", "postgresql://u:secret@db/ledger")
+    assert pinned_ledger_url(cfg) == "none"  # inherited by the child; the password is not logged
