@@ -23,7 +23,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from retention.cloud.postgres import free_port
 from retention.data.pipeline import load_split
 from retention.messaging.sft_data import name_for
 from retention.tracking import tracking_uri
@@ -46,12 +46,6 @@ def customers(n: int) -> pd.DataFrame:
     frame["customer_id"] = [f"{c}-{i}" for i, c in enumerate(frame["customerID"])]
     frame["name"] = [name_for(c) for c in frame["customerID"]]
     return frame.drop(columns=["customerID", "Churn"])
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -68,7 +62,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def rest_latency(model_uri: str, records: list[dict], env: dict) -> tuple[float, float, float]:
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -17,6 +17,7 @@ contact history.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -104,10 +105,7 @@ def score_file(model_uri: str, input_path: Path, output_path: Path, chunk_size: 
     if dry_run:
         customers = customers.assign(dry_run=True)
         quiet = {"inference_log": False, "tracing": False}  # no log rows and no trace artifacts either
-        if _ledger_file_missing(model_uri):
-            with no_ledger_files():
-                model = mlflow.pyfunc.load_model(model_uri, model_config=quiet)
-        else:
+        with no_ledger_files() if _ledger_file_missing(model_uri) else contextlib.nullcontext():
             model = mlflow.pyfunc.load_model(model_uri, model_config=quiet)
     else:
         model = mlflow.pyfunc.load_model(model_uri)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retention import steps
+from retention.cloud.postgres import free_port
 from retention.config import Config, load_config
 from retention.policy.model import policy_spec
 from retention.policy.registry import log_policy
@@ -59,10 +59,12 @@ def within(home: Path, env: dict[str, str]):
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory, mirror) -> Bundle:
-    home = tmp_path_factory.mktemp("bundle")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "serve-test"}
+def build_bundle(home: Path, env: dict[str, str], mirror: Path, tag: str) -> Bundle:
+    """The smoke pipeline step by step in ``home`` under ``env``, through to a ``retention`` champion.
+
+    The champion policy is the greedy rule (registered with tag ``test=tag``), so tests know
+    contacts will happen.
+    """
     with within(home, env):
         cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(home / "processed"),
                                     "data.allow_download": False, "serving.campaign_budget": BUDGET})
@@ -71,18 +73,18 @@ def bundle(tmp_path_factory, mirror) -> Bundle:
         accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
         steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
         steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
-        # the champion policy: the greedy rule, so the tests know contacts will happen
-        info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": "serving"})
+        info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": tag})
         MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
         steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
         assert MlflowClient().get_model_version_by_alias("retention", "champion")
     return Bundle(home, cfg, env)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, mirror) -> Bundle:
+    home = tmp_path_factory.mktemp("bundle")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "serve-test"}
+    return build_bundle(home, env, mirror, "serving")
 
 
 def start_server(bundle: Bundle, ledger_url: str, port: int | None = None) -> tuple[int, subprocess.Popen]:

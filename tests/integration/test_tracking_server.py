@@ -8,18 +8,13 @@ import json
 import urllib.request
 
 import pytest
-from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 
-from retention import steps
 from retention.cli import main as cli
 from retention.cloud.stack import local_stack
-from retention.config import load_config
 from retention.policy.guard import GuardRules
-from retention.policy.model import policy_spec
-from retention.policy.registry import log_policy
 from retention.serving.ledger import ContactLedger
-from tests.integration.conftest import BUDGET, Bundle, start_server, stop_server, within
+from tests.integration.conftest import BUDGET, Bundle, build_bundle, start_server, stop_server, within
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "gcs-1", "name": "Maria", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes",
@@ -41,18 +36,7 @@ def pipeline(stack, mirror, tmp_path_factory) -> Bundle:
     """The smoke pipeline, step by step, against the tracking server (the policy champion: the greedy rule)."""
     home = tmp_path_factory.mktemp("server-home")
     env = {"MLFLOW_TRACKING_URI": stack.tracking_uri, "MLFLOW_EXPERIMENT_NAME": "retention-at-scale"}
-    with within(home, env):
-        cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(home / "processed"),
-                                    "data.allow_download": False, "serving.campaign_budget": BUDGET})
-        data = steps.data(cfg, {"profile": "smoke"}, progress=False)
-        risk = steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
-        accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
-        steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
-        steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
-        info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": "tracking-server"})
-        MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
-        steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
-    return Bundle(home, cfg, env)
+    return build_bundle(home, env, mirror, "tracking-server")
 
 
 def _scalar(url: str, sql: str, **params):
