@@ -36,6 +36,8 @@ QUIET_LOGGERS = {
     # bitsandbytes looks for optional 4-bit CPU kernels at import (transformers imports it); 4-bit
     # CPU kernels are never used here
     "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    # MLflow's system-metrics monitor announces every start and stop at INFO: four lines per step
+    "mlflow.system_metrics": logging.WARNING,
 }
 
 

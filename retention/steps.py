@@ -56,8 +56,6 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
             tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
     name = f"main ({cfg.profile})" if entry_point == "main" else entry_point
     # MLflow system metrics (CPU, memory, disk, GPU) every 10 s under `system/`; main only waits on its children.
-    # Its monitor announces every start and stop at INFO: four console lines per step, nothing to act on.
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     with mlflow.start_run(run_name=None if resuming else name, tags=tags,
                           log_system_metrics=entry_point != "main") as run:
         if resuming:  # `mlflow run` gave the run a random name ("respected-bee-864"): name it after its step
