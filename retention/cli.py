@@ -282,7 +282,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
                       _run_id_option("promote_run_id", "run id of the 'promote' step whose champions to use "
                                      "(recorded; the champion aliases are read either way)")]),
     "evaluate_policy": (_step("evaluate_policy", ("data_run_id", "policy_run_id")),
-                        "evaluate PPO, the baselines and the upper bound on held-out customers; gate the champion",
+                        "evaluate PPO, the baselines and the index policy against the Lagrangian and LP "
+                        "bounds on held-out campaigns, paired; gate the champion",
                         [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                          _run_id_option("policy_run_id", "train_policy run to evaluate (default: latest PPO)")]),
     "sft": (_step("sft", ("data_run_id",)),
