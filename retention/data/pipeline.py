@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ def prepare(cfg: DataConfig, sink: ReportSink | None = None, progress: bool = Tr
                 mirror_dir=cfg.mirror_dir,
                 allow_download=cfg.allow_download,
             )
-            log.info("%s <- %s (%s%s)", key, raw[key].path, raw[key].origin, "" if raw[key].verified else ", unverified")
+            log.info("%s <- %s (%s%s)", key, raw[key].path, raw[key].origin,
+                     "" if raw[key].verified else ", unverified")
             bar.update()
 
         bar.set_postfix_str("telco")
@@ -120,7 +121,7 @@ def prepare(cfg: DataConfig, sink: ReportSink | None = None, progress: bool = Tr
         bar.set_postfix_str("write")
         out = Path(cfg.processed_dir)
         manifest: dict[str, Any] = {
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seed": cfg.seed,
             "fractions": {"train": 1 - cfg.valid_frac - cfg.test_frac, "valid": cfg.valid_frac, "test": cfg.test_frac},
             "sample_rows": cfg.sample_rows,
@@ -165,7 +166,8 @@ def read_manifest(processed_dir: Path | str) -> dict[str, Any]:
     if not path.is_file():
         from retention.errors import DataSourceError
 
-        raise DataSourceError(f"no processed data at {processed_dir} (missing {MANIFEST_NAME}). Run the 'data' step first: `retention data`.")
+        raise DataSourceError(f"no processed data at {processed_dir} (missing {MANIFEST_NAME}). Run the 'data' "
+                              "step first: `mlflow run . -e data` (or `retention data`).")
     return json.loads(path.read_text())
 
 
@@ -177,5 +179,6 @@ def load_split(processed_dir: Path | str, dataset: str, split: str) -> pd.DataFr
     except KeyError:
         from retention.errors import DataSourceError
 
-        raise DataSourceError(f"processed data has no '{dataset}/{split}'; datasets: {sorted(manifest['datasets'])}") from None
+        raise DataSourceError(f"processed data has no '{dataset}/{split}'; "
+                              f"datasets: {sorted(manifest['datasets'])}") from None
     return pd.read_parquet(Path(processed_dir) / info["path"])

@@ -18,7 +18,8 @@ def stratified_split(
     rest, test = train_test_split(df, test_size=test_frac, stratify=df[stratify], random_state=seed)
     valid_share = valid_frac / (1.0 - test_frac)
     train, valid = train_test_split(rest, test_size=valid_share, stratify=rest[stratify], random_state=seed)
-    return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True), "test": test.reset_index(drop=True)}
+    return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
+            "test": test.reset_index(drop=True)}
 
 
 def grouped_split(
