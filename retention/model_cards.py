@@ -155,13 +155,15 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
 def request_schema_lines() -> list[str]:
     """The typed request (:func:`retention.serving.schema.input_schema`) as a Markdown table.
 
-    The served model's enforced signature declares these fields optional ``any`` so that every value
-    reaches the field-level validation; the card is where a client reads the types and what is required.
+    The served model's enforced signature (:func:`retention.serving.schema.enforced_input_schema`) types
+    the text fields and leaves numbers and flags ``any`` and every field optional, so that each value
+    reaches the field-level validation; the card is where a client reads every type and what is required.
     """
     from retention.serving.schema import FIELD_ALIASES, input_schema
 
-    lines = ["**Request fields** (typed; the enforced signature accepts any type and the model answers a wrong "
-             "one with a field-level error):", "", "| field | type | required |", "| --- | --- | --- |"]
+    lines = ["**Request fields** (the enforced signature types the text fields and leaves numbers and flags "
+             "`any` and every field optional; the model answers a wrong value with a field-level error):", "",
+             "| field | type | required |", "| --- | --- | --- |"]
     for spec in input_schema().inputs:
         if spec.name in FIELD_ALIASES:
             continue  # snake_case aliases carry their field's type

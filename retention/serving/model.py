@@ -9,9 +9,10 @@ server's working directory).
 It is logged as MLflow *models from code*: :mod:`retention.serving.model_code` builds it, and the
 components are artifacts (nothing is pickled).
 
-Input columns are all declared optional and of any type, so partial records reach the request
-validation (:mod:`retention.serving.schema`). That validation answers with field-level errors,
-which the scoring server returns as HTTP 400. The ``output`` param picks nested responses (REST,
+Input columns are declared optional, text fields typed ``string`` and the rest ``any``
+(:func:`retention.serving.schema.enforced_input_schema` says why), so partial records reach the
+request validation (:mod:`retention.serving.schema`). That validation answers with field-level
+errors, which the scoring server returns as HTTP 400. The ``output`` param picks nested responses (REST,
 the default) or flat ones (``spark_udf``, see :mod:`retention.serving.spark`).
 """
 
@@ -28,11 +29,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_CONFLICT
-from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import REQUEST_FIELDS, RequestError, flatten, output_schema
+from retention.serving.schema import RequestError, enforced_input_schema, flatten, output_schema
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
@@ -67,18 +68,14 @@ class RequestRejected(MlflowException):
 
 
 def signature() -> ModelSignature:
-    """Inputs: every request field, snake_case aliases included, optional and of any type, so each
-    value reaches the field-level validation (``parse_request``; the typed request is
-    :func:`retention.serving.schema.input_schema`). Outputs: the typed nested response
-    (:func:`retention.serving.schema.output_schema`). Params: ``output`` = ``nested`` (the REST
-    response) or ``flat`` (one column per field, for Spark).
-
-    The inputs stay untyped on purpose: MLflow enforces a typed or required input before the model
-    runs, and its error (``Failed to enforce schema of data '<the whole request>'``) would return
-    customer data in the 400 body and replace the field-level errors.
+    """Inputs: every request field, snake_case aliases included, all optional; text fields ``string``,
+    numbers, flags and ``customer_facts`` ``any`` (:func:`retention.serving.schema.enforced_input_schema`
+    gives the reasons; the full typed request is :func:`retention.serving.schema.input_schema`).
+    Outputs: the typed nested response (:func:`retention.serving.schema.output_schema`). Params:
+    ``output`` = ``nested`` (the REST response) or ``flat`` (one column per field, for Spark).
     """
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c, required=False) for c in REQUEST_FIELDS]),
-                          outputs=output_schema(), params=ParamSchema([ParamSpec("output", "string", "nested")]))
+    return ModelSignature(inputs=enforced_input_schema(), outputs=output_schema(),
+                          params=ParamSchema([ParamSpec("output", "string", "nested")]))
 
 
 def build_service(artifacts: dict[str, str], serving_overrides: dict | None = None, with_generator: bool = True):

@@ -66,31 +66,57 @@ MAX_LISTED_FIELDS = 10
 REQUEST_FIELDS = (*INPUT_COLUMNS, *FIELD_ALIASES, "plan")  # every field a request may carry
 
 
+def field_type(field: str) -> DataType | None:
+    """The type a client sends in ``field``: ``double`` for numbers, ``boolean`` for flags, ``string``
+    otherwise; ``None`` for ``customer_facts`` (an object). Aliases carry the type of their field."""
+    field = FIELD_ALIASES.get(field, field)
+    if field == "customer_facts":
+        return None
+    if field in NUMERIC_RANGES:
+        return DataType.double
+    if field in ("dry_run", "with_message"):
+        return DataType.boolean
+    return DataType.string
+
+
 def input_schema() -> Schema:
     """The request fields, typed, ``customer_id`` required: what a client should send.
 
     Numbers are ``double`` (integers are accepted), flags ``boolean``, everything else ``string``;
     ``customer_facts`` (the nested shape) is an object. Aliases carry the type of their field.
-    The served model's *enforced* signature (:func:`retention.serving.model.signature`) declares the
-    same fields as optional ``any``: MLflow rejects a type mismatch before the model sees it, with
-    a message that repeats the whole request, and it cannot tell that ``customer_id`` may come
-    inside ``customer_facts``; the field-level validation here answers those cases instead.
+    The model card lists it; the enforced signature is :func:`enforced_input_schema`.
     """
-    def kind(field: str) -> Any:
-        if field in NUMERIC_RANGES:
-            return DataType.double
-        if field in ("dry_run", "with_message"):
-            return DataType.boolean
-        return DataType.string
-
     specs = [ColSpec(DataType.string, "customer_id", required=True)]
     for field in REQUEST_FIELDS:
-        if field == "customer_id":
-            continue
-        if field == "customer_facts":
-            specs.append(ColSpec(AnyType(), field, required=False))
-        else:
-            specs.append(ColSpec(kind(FIELD_ALIASES.get(field, field)), field, required=False))
+        if field != "customer_id":
+            kind = field_type(field)
+            specs.append(ColSpec(AnyType() if kind is None else kind, field, required=False))
+    return Schema(specs)
+
+
+def enforced_input_schema() -> Schema:
+    """The served model's input signature, which MLflow enforces before the model runs.
+
+    Text fields are ``string``: through the scoring server MLflow passes every JSON value of a
+    ``string`` column on unchanged (pinned in ``tests/unit/test_serving_schema.py``), so the
+    field-level validation here still answers each case. Three kinds stay ``any``, each for a
+    reason measured against mlflow 3.17.2:
+
+    * numbers: MLflow's ``double`` rejects ``""`` and ``" "``, which this contract scores as a
+      missing value (the Telco file itself has blank ``TotalCharges``), and its error repeats the
+      whole request;
+    * flags: MLflow's ``boolean`` conversion turns ``"false"`` into ``True`` and a missing value
+      into ``False``, silently;
+    * ``customer_facts``: an object of any fields.
+
+    Nothing is ``required``: ``customer_id`` may come inside ``customer_facts``, and MLflow's
+    "missing inputs" 400 would repeat the request. A missing id gets the field-level error
+    ``records[i].customer_id: required``.
+    """
+    specs = []
+    for field in REQUEST_FIELDS:
+        kind = field_type(field)
+        specs.append(ColSpec(kind if kind is DataType.string else AnyType(), field, required=False))
     return Schema(specs)
 
 

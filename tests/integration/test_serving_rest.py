@@ -88,6 +88,28 @@ def test_bad_input_gets_field_errors_without_customer_data_and_the_server_surviv
         assert resp.status == 200
 
 
+def test_typed_text_fields_pass_any_json_value_to_the_field_validation(server):
+    """The enforced signature types text fields ``string``; MLflow must still hand every JSON value to
+    the model, so a wrong type gets this project's answer (a field error or a warning), never
+    MLflow's schema error, which repeats the request."""
+    from mlflow.types.schema import DataType
+
+    from retention.serving.schema import enforced_input_schema
+
+    port, _, _ = server
+    text_fields = [s.name for s in enforced_input_schema().inputs if s.type == DataType.string]
+    assert {"customer_id", "Contract", "payment_method", "name", "timezone"} <= set(text_fields)
+    for value in (7, 2.5, True, None, {"a": 1}, [1, 2], "", "x"):
+        for field in text_fields:
+            record = {**CUSTOMER, "customer_id": "typed-1", "dry_run": True, field: value}
+            status, body = _post(port, {"dataframe_records": [record]})
+            assert status in (200, 400), (field, value, body)
+            raw = json.dumps(body)
+            assert "Failed to enforce" not in raw and "Failed to predict" not in raw, (field, value, raw[:300])
+            if status == 400:
+                assert body["errors"] and all(k.startswith("records[0].") for k in body["errors"]), body
+
+
 def test_idempotent_by_request_id(server):
     port, ledger, _ = server
     before = ledger.summary()["contacts"]
