@@ -97,7 +97,7 @@ def lengths(args, cfg) -> None:
 
 def one_variant(args, name: str) -> dict:
     """Train `--steps` steps with one variant; seconds of each step from the loss log (logged every step)."""
-    from retention.messaging.sft import train_sft
+    from retention.messaging.sft import LossLogger, train_sft
 
     cfg = load_config("cpu", {**VARIANTS[name], "messaging.max_steps": args.steps}).messaging
     ds = dataset(args.mirror, args.examples, cfg)
@@ -109,7 +109,7 @@ def one_variant(args, name: str) -> dict:
             stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    result = train_sft(model, tok, ds, cfg, log=sink, progress=False)
+    result = train_sft(model, tok, ds, cfg, progress=False, callbacks=[LossLogger(sink, [])])
     steps = np.diff([start, *stamps])
     return {"variant": name, **{k: result.settings[k] for k in ("bf16", "gradient_checkpointing", "torch_threads")},
             "max_length": cfg.max_length, "batch": cfg.per_device_train_batch_size,

@@ -286,7 +286,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
                         "bounds on held-out campaigns, paired; gate the champion",
                         [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                          _run_id_option("policy_run_id", "train_policy run to evaluate (default: latest PPO)")]),
-    "sft": (_step("sft", ("data_run_id",)),
+    "sft": (_step("sft", ("data_run_id",), "retention.messaging.steps"),
             "fine-tune the message generator (LoRA SFT), evaluate it against the base model, register it",
             [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)")]),
     "train_reward": (_step("train_reward", ("data_run_id", "sft_run_id", "extra_preferences"),

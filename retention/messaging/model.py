@@ -100,3 +100,10 @@ def log_generator(artifacts: dict[str, str], input_example: pd.DataFrame, regist
 
     return log_model_from_code("generator", MODEL_CODE, artifacts, input_example=input_example, signature=signature(),
                                pip_requirements=pip_requirements, registered_model_name=registered_model_name)
+
+
+def generator_requirements() -> list[str]:
+    """pip requirements of a logged generator (and of the composite that bundles one)."""
+    from retention.tracking import pip_requirements
+
+    return pip_requirements(["mlflow", "torch", "transformers", "peft"], ["gguf", "pyyaml", "pandas"])

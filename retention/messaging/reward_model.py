@@ -40,7 +40,7 @@ from torch import nn
 
 from retention.messaging.preferences import reply, reward_prompt
 from retention.messaging.prompts import MessageFacts, facts_from_record
-from retention.messaging.sft import _LossLogger, machine_args, quiet_trainer
+from retention.messaging.sft import LossLogger, machine_args, quiet_trainer
 
 INPUT_COLUMNS = ("name", "tenure", "MonthlyCharges", "InternetService", "Contract", "offer_pct", "message")
 REQUIRED_COLUMNS = ("name", "offer_pct", "message")
@@ -213,7 +213,7 @@ def train_reward_model(model, tokenizer, pairs: pd.DataFrame, cfg, settings: dic
             **machine_args(settings, cfg.seed, progress),
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
-                                peft_config=peft_config, callbacks=[_LossLogger(log, history)])
+                                peft_config=peft_config, callbacks=[LossLogger(log, history)])
         kept = Counter(trainer.train_dataset["source"])
         dropped = Counter(pairs["source"]) - kept
         if not kept:

@@ -2,33 +2,35 @@
 
 The dataset is conversational prompt/completion (:mod:`retention.messaging.sft_data`), so the
 loss is on the assistant reply only (TRL's ``completion_only_loss``). The chat template of the
-base model renders both. Only the LoRA adapter trains. Losses are reported through a callback,
-so the caller decides where they go (the ``sft`` step logs them to MLflow).
+base model renders both. Only the LoRA adapter trains. With ``log_to_mlflow`` the losses go to the
+active MLflow run through transformers' own ``MLflowCallback`` (:class:`StepRunMLflowCallback`).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainerCallback
+from transformers.integrations import MLflowCallback
 
 from retention.config import MessagingConfig
 from retention.hardware import resolve_dtype, resolve_threads
 from retention.messaging.base_model import add_lora
 
 
-class _LossLogger(TrainerCallback):
+class LossLogger(TrainerCallback):
     """Hands the trainer's numeric logs (loss, grad norm, learning rate) to ``sink`` and keeps a history.
 
-    Hand-written rather than transformers' ``report_to="mlflow"`` (``MLflowCallback``, transformers
-    5.24): under ``mlflow run`` ``MLFLOW_RUN_ID`` is set and the step's run is already active, and the
-    callback then calls ``start_run`` again (MLflow refuses: the run is active), ends the step's run
-    when training ends (``auto_end_run``), and logs every ``TrainingArguments`` field (~150 params) and
-    unprefixed metric names. This sink logs into the step's run under one prefix (``train/``).
+    Used where one run holds several trainings: the ``train_reward`` step trains the proxy and the gold
+    reward model in one run and logs each under its role's prefix (``proxy/loss``, ``gold/loss``).
+    transformers' ``MLflowCallback`` logs unprefixed names (``loss``), so the two would be one series.
+    A single training (SFT) uses :class:`StepRunMLflowCallback` instead.
     """
 
     def __init__(self, sink: Callable[[dict[str, float], int], None] | None, history: list):
@@ -40,6 +42,46 @@ class _LossLogger(TrainerCallback):
             self.history.append({"step": state.global_step, **logs})
             if self.sink is not None:
                 self.sink(logs, state.global_step)
+
+
+@contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with ``None``, remove) environment variables inside the block; restore them after."""
+    before = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class StepRunMLflowCallback(MLflowCallback):
+    """transformers' ``MLflowCallback`` (``loss``, ``grad_norm``, ``learning_rate``, TRL's token accuracy
+    and the final ``train_*`` figures, per step), logging into the step's active run.
+
+    Two settings differ from ``report_to="mlflow"``, both through the callback's documented
+    environment variables and only while it sets itself up:
+
+    * ``MLFLOW_RUN_ID`` is hidden. Under ``mlflow run`` it names the step's run, which is already
+      active; the stock callback would call ``start_run`` again (MLflow refuses: the run is active)
+      and, having started a run, end it when training ends. Without it, the callback finds the active
+      run, logs into it and leaves it open.
+    * ``MLFLOW_MAX_LOG_PARAMS=0``: the ~200 ``TrainingArguments`` and model-config fields are not
+      logged as params. The step logs its own configuration; the trainer's fields would repeat some of
+      its keys (``learning_rate``, ``seed``) and MLflow refuses a param logged twice with another value.
+    """
+
+    def setup(self, args, state, model):
+        with _environment(MLFLOW_RUN_ID=None, MLFLOW_MAX_LOG_PARAMS="0"):
+            super().setup(args, state, model)
 
 
 @dataclass
@@ -82,9 +124,13 @@ def quiet_trainer(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
-def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | None = None,
-              progress: bool = True) -> SFTResult:
-    """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``."""
+def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log_to_mlflow: bool = False,
+              progress: bool = True, callbacks: list[TrainerCallback] | None = None) -> SFTResult:
+    """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``.
+
+    ``log_to_mlflow``: log the trainer's metrics to the active MLflow run (:class:`StepRunMLflowCallback`).
+    ``callbacks``: more trainer callbacks (the SFT benchmark times steps with a :class:`LossLogger`).
+    The result's ``history`` is the trainer's own log history either way."""
     from trl import SFTConfig, SFTTrainer
 
     settings = training_settings(cfg)
@@ -92,7 +138,6 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
     torch.manual_seed(cfg.seed)
     peft_model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    history: list[dict[str, float]] = []
     tokenizer.padding_side = "right"  # training pads on the right; generation switches back to left
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(
@@ -109,11 +154,13 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log: Callable | N
             **machine_args(settings, cfg.seed, progress),
         )
         trainer = SFTTrainer(model=peft_model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=[_LossLogger(log, history)])
+                             callbacks=[*([StepRunMLflowCallback()] if log_to_mlflow else []), *(callbacks or [])])
         start = time.perf_counter()
         quiet_trainer(trainer)
         trainer.train()
         seconds = time.perf_counter() - start
+        history = [{k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+                   for row in trainer.state.log_history]
     tokenizer.padding_side = "left"
     peft_model.eval()
     return SFTResult(peft_model, tokenizer, history, seconds, trainable, settings)

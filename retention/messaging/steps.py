@@ -1,5 +1,8 @@
-"""The message generator's RLHF steps, ``train_reward`` and ``ppo_text``; run plumbing is :mod:`retention.steps`.
+"""The message generator's steps, ``sft``, ``train_reward`` and ``ppo_text``; run plumbing is :mod:`retention.steps`.
 
+``sft``
+    Fine-tunes the base model with a LoRA adapter (:mod:`retention.messaging.sft`), evaluates base and
+    SFT messages on held-out Telco customers, registers a ``message-generator`` version and gates it.
 ``train_reward``
     Builds the preference sets (:mod:`retention.messaging.preferences`), trains the *proxy* and the
     *gold* reward models, fixes each one's normalisation on SFT samples, reports pairwise accuracy on
@@ -31,9 +34,10 @@ from mlflow.utils import mlflow_tags
 
 from retention.config import Config
 from retention.errors import ConfigError, RegistryError
+from retention.messaging.model import generator_requirements
 from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code
-from retention.steps import _generator_requirements, processed_dir_of, step_run
+from retention.steps import processed_dir_of, step_run
 from retention.tracking import log_split_inputs
 
 GENERATOR = "message-generator"
@@ -222,7 +226,7 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
                 example = pd.DataFrame([{**EXAMPLE, "message": "Hi Maria! Enjoy 10% off your plan for the next 3 "
                                                                "months. Reply STOP to opt out."}])
                 info = log_model_from_code(f"reward_model_{role}", Path(__file__).with_name("reward_model_code.py"),
-                                           artifacts, input_example=example, pip_requirements=_generator_requirements(),
+                                           artifacts, input_example=example, pip_requirements=generator_requirements(),
                                            registered_model_name=REWARD)
             version = info.registered_model_version
             client.set_model_version_tag(REWARD, version, "reward.role", role)
@@ -340,7 +344,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                          "ppo_text": asdict(p)}, indent=2))
         example = pd.DataFrame([{**EXAMPLE, "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
         info = log_generator({"adapter": str(adapter), "sft_adapter": str(sft_adapter), "spec": str(spec_path)},
-                             example, GENERATOR, _generator_requirements())
+                             example, GENERATOR, generator_requirements())
         version = info.registered_model_version
         gate_metrics = {"gold_win_rate": metrics["gold_win_rate"], "gold_win_rate_low": metrics["gold_win_rate_low"],
                         "shield_pass_rate": metrics["ppo_shield_pass_rate"],
@@ -402,3 +406,98 @@ def review_messages(run_id: str, out_dir: str, limit: int = 0, seed: int = 0) ->
     print(f"review-messages: {len(sheet)} pairs from run {run_id} -> {paths['html']} and {paths['csv']}; the key "
           f"({paths['key']}) says which model wrote which message: keep it from the reviewers.")
     return paths
+
+
+def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``sft`` step: SFT with LoRA on retention SMS + OASST; evaluate base vs SFT; register."""
+    import tempfile
+    from dataclasses import asdict
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from retention import hardware
+    from retention.data.pipeline import load_split
+    from retention.messaging import plots as msg_plots
+    from retention.messaging.base_model import load_base_model
+    from retention.messaging.evaluate import evaluate_messages, generate_batch
+    from retention.messaging.model import log_generator
+    from retention.messaging.prompts import facts_from_record
+    from retention.messaging.sft import train_sft
+    from retention.messaging.sft_data import name_for, sft_dataset
+    from retention.policy import OFFER_PERCENT
+
+    m = cfg.messaging
+    with step_run("sft", cfg, params) as run:
+        processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
+        train_customers = load_split(processed, "telco", "train")
+        test_customers = load_split(processed, "telco", "test").head(m.eval_prompts)
+        telco = log_split_inputs(processed, "telco", ("train", "test"))  # lineage: prompts' customers
+        log_split_inputs(processed, "oasst_sft", ("train",))
+        dataset, references = sft_dataset(train_customers, load_split(processed, "oasst_sft", "train"),
+                                          m.sft_examples, m.oasst_fraction, m.seed)
+        mlflow.log_params({"sft_rows": len(dataset), "retention_rows": len(references)})
+        mlflow.log_table(pd.DataFrame({"prompt": references["prompt"].map(lambda p: p[-1]["content"]),
+                                       "reference": references["completion"].map(lambda c: c[0]["content"])}).head(50),
+                         "sft/reference_samples.json")
+        cases = [facts_from_record({**r, "name": name_for(r["customerID"])}, OFFER_PERCENT[i % len(OFFER_PERCENT)])
+                 for i, r in enumerate(test_customers.to_dict("records"))]
+
+        model, tok = load_base_model(m.base_model, m.model_cache_dir, m.load_in_8bit)
+        mlflow.set_tag("base_model", m.base_model)
+        mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype",
+                                          threads=hardware.resolve_threads(m.torch_threads)))
+
+        def gen_with(mdl):
+            return lambda facts: generate_batch(mdl, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
+
+        base_report = evaluate_messages(gen_with(model), cases, label="base")
+
+        result = train_sft(model, tok, dataset, m, log_to_mlflow=True, progress=progress)
+        sft_report = evaluate_messages(gen_with(result.model), cases, label="sft")
+        mlflow.log_metrics({"train_seconds": result.seconds, "trainable_params": result.trainable_params})
+        # base/, sft/ groups; held-out prompts are Telco test customers (the sft metrics also name the model below)
+        mlflow.log_metrics({f"base/{k}": v for k, v in base_report.metrics.items()}, dataset=telco["test"])
+        samples = pd.concat([base_report.samples, sft_report.samples], ignore_index=True)
+        mlflow.log_table(samples, "evaluation/samples.json")
+        mlflow.log_table(msg_plots.side_by_side(samples, "base", "sft"), "evaluation/base_vs_sft.json")
+        for fig, name in ((msg_plots.loss_curve(result.history), "sft_loss.png"),
+                          (msg_plots.length_histogram(samples), "message_lengths.png")):
+            mlflow.log_figure(fig, f"plots/{name}")
+            plt.close(fig)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            adapter = Path(tmp) / "adapter"
+            result.model.save_pretrained(adapter)
+            spec = Path(tmp) / "generator.json"
+            spec.write_text(json.dumps({**{k: v for k, v in asdict(m).items()}, "kind": "sft"}, indent=2))
+            example = pd.DataFrame([{"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1,
+                                     "InternetService": "Fiber optic", "Contract": "Month-to-month", "offer_pct": 10,
+                                     "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
+            info = log_generator({"adapter": str(adapter), "spec": str(spec)}, example, "message-generator",
+                                 generator_requirements())
+        mlflow.log_metrics({f"sft/{k}": v for k, v in sft_report.metrics.items()}, dataset=telco["test"],
+                           model_id=info.model_id)
+        mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")
+        from retention.registry import gate_generator
+
+        verdict = gate_generator(sft_report.metrics, cfg.gate.generator_min_pass_rate, cfg.gate.generator_min_factual)
+        client = MlflowClient()
+        version = info.registered_model_version
+        client.set_registered_model_alias("message-generator", verdict.alias, version)
+        for key, value in {"gate.verdict": "promoted" if verdict.promote else "rejected",
+                           "gate.reasons": "; ".join(verdict.reasons) or "meets every threshold",
+                           "gate.shield_pass_rate": f"{sft_report.metrics['shield_pass_rate']:.4f}",
+                           "gate.factual_accuracy": f"{sft_report.metrics['factual_accuracy']:.4f}",
+                           "gate.base_shield_pass_rate": f"{base_report.metrics['shield_pass_rate']:.4f}"}.items():
+            client.set_model_version_tag("message-generator", version, key, value)
+        write_cards(client, "message-generator", version)
+        b, s_ = base_report.metrics, sft_report.metrics
+        print(f"sft: {len(dataset)} examples, {m.max_steps} steps in {result.seconds:.0f}s "
+              f"({result.trainable_params:,} trainable params); message-generator v{version} -> {verdict.alias}")
+        for key, label in (("shield_pass_rate", "shield pass rate before fallback"),
+                           ("factual_accuracy", "factual accuracy")):
+            print(f"  {label:33s} base {b[key]:.1%} -> sft {s_[key]:.1%}")
+        print(f"  distinct-2: base {b['distinct_2']:.2f} -> sft {s_['distinct_2']:.2f}; "
+              f"median length {b['length_p50']:.0f} -> {s_['length_p50']:.0f} chars")
+        return run.info.run_id

@@ -17,9 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from retention.config import Config
 from retention.errors import RegistryError
+from retention.messaging.model import generator_requirements
 from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code, no_ledger_files
-from retention.steps import _generator_requirements, processed_dir_of, step_run
+from retention.steps import processed_dir_of, step_run
 from retention.tracking import log_split_inputs
 
 
@@ -85,7 +86,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         example = pd.DataFrame(records[:2])
         info = log_model_from_code(
             "retention", MODEL_CODE, artifacts, signature=signature(), input_example=example,
-            pip_requirements=_generator_requirements() + ["scikit-learn", "xgboost", "sqlalchemy", "psycopg2-binary"],
+            pip_requirements=generator_requirements() + ["scikit-learn", "xgboost", "sqlalchemy", "psycopg2-binary"],
             model_config=asdict(cfg.serving),  # overridable at load: load_model(model_config=...) or
             # MLFLOW_PYFUNC_INFERENCE_CONFIG for `mlflow models serve`
             registered_model_name="retention",

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from retention import steps
 from retention.config import load_config
+from retention.messaging import steps as messaging_steps
 from retention.messaging.shield import default_shield
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ def test_smoke_sft_trains_registers_and_never_emits_an_unsafe_message(tracking, 
     cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(tracking / "processed"),
                                 "data.allow_download": False})
     data_run = steps.data(cfg, {"profile": "smoke"}, progress=False)
-    run_id = steps.sft(cfg, {"profile": "smoke", "data_run_id": data_run}, progress=False)
+    run_id = messaging_steps.sft(cfg, {"profile": "smoke", "data_run_id": data_run}, progress=False)
     run = MlflowClient().get_run(run_id)
     for key in ("base/shield_pass_rate", "sft/shield_pass_rate", "base/factual_accuracy", "sft/factual_accuracy",
                 "sft/distinct_2", "train_seconds"):
@@ -28,8 +29,9 @@ def test_smoke_sft_trains_registers_and_never_emits_an_unsafe_message(tracking, 
     tags = run.data.tags  # the machine and the dtype choice travel with the run
     assert tags["hardware.dtype"] in ("float32", "bfloat16") and tags["hardware.dtype_setting"] == "auto"
     assert tags["hardware.cpu_model"] and {"hardware.flags", "hardware.threads"} <= set(tags)
-    history = MlflowClient().get_metric_history(run_id, "train/loss")
-    assert len(history) >= 2
+    history = MlflowClient().get_metric_history(run_id, "loss")  # transformers' MLflowCallback, per step
+    assert len(history) >= 2 and "train_runtime" in run.data.metrics
+    assert "learning_rate" not in run.data.params  # the trainer's arguments are not logged as params
     arts = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}
     assert {"plots/sft_loss.png", "plots/message_lengths.png"} <= arts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -272,6 +273,37 @@ def test_bad_training_settings_name_the_field():
         training_settings(load_config("cpu", {"messaging.train_dtype": "fp16"}).messaging)
     with pytest.raises(ConfigError, match="messaging.torch_threads"):
         training_settings(load_config("cpu", {"messaging.torch_threads": "-2"}).messaging)
+
+
+def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_under_mlflow_run(tmp_path, monkeypatch):
+    """Under `mlflow run`, MLFLOW_RUN_ID names the step's run, which is already active: the callback logs
+    into it, leaves it open and logs no trainer arguments as params (the stock callback fails here)."""
+    import mlflow
+    from datasets import Dataset
+    from mlflow.tracking import MlflowClient
+
+    from retention.config import load_config
+    from retention.messaging.sft import train_sft
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model, tok = load_base_model("tiny-random")
+    customers = pd.DataFrame({"customerID": [f"c{i}" for i in range(4)], "tenure": [1, 12, 30, 60],
+                              "MonthlyCharges": [20.0, 50.0, 80.0, 99.0], "InternetService": ["DSL"] * 4,
+                              "Contract": ["One year"] * 4})
+    rows = retention_examples(customers, 4, seed=0)[["prompt", "completion"]].to_dict("records")
+    cfg = load_config("smoke", {"messaging.max_steps": 3, "messaging.train_dtype": "float32",
+                                "messaging.torch_threads": 1}).messaging
+    with mlflow.start_run() as run:
+        monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+        mlflow.log_param("learning_rate", "from the step's config")
+        result = train_sft(model, tok, Dataset.from_list(rows), cfg, log_to_mlflow=True, progress=False)
+        assert mlflow.active_run().info.run_id == run.info.run_id  # still the step's run, still open
+        assert os.environ["MLFLOW_RUN_ID"] == run.info.run_id  # restored after the callback's setup
+    mlflow.flush_async_logging()
+    logged = MlflowClient().get_run(run.info.run_id)
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "loss")) == 3
+    assert "train_runtime" in logged.data.metrics and logged.data.params == {"learning_rate": "from the step's config"}
+    assert [r["step"] for r in result.history if "loss" in r] == [1, 2, 3]
 
 
 def test_tiny_sft_runs_with_the_chosen_settings_and_threads():
