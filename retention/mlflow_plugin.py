@@ -19,9 +19,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def in_project_folder(cwd: Path | None = None) -> bool:
-    """True in the folder of this project's ``MLproject`` (where ``mlflow run .`` is started)."""
+    """True in a folder holding this project's ``MLproject`` (``name: retention``), where ``mlflow run .``
+    is started: this checkout, another clone, or a copy that MLflow's virtualenv installed the package from."""
     here = (cwd or Path.cwd()).resolve()
-    return here == PROJECT_ROOT.resolve() and (here / "MLproject").is_file()
+    if here == PROJECT_ROOT.resolve() and (here / "MLproject").is_file():
+        return True
+    try:
+        text = (here / "MLproject").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.strip() == "name: retention" for line in text.splitlines()[:20])
 
 
 class ProjectExperimentProvider:

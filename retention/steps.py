@@ -19,6 +19,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 from mlflow.utils import mlflow_tags
 
 from retention.config import Config
@@ -60,7 +61,13 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
             mlflow.set_tag(mlflow_tags.MLFLOW_RUN_NAME, name)
         if NOTE not in run.data.tags:
             describe_run(step_description(entry_point, cfg.profile))
-        if resuming:  # `mlflow run --experiment-name` made the experiment: describe it
+        if resuming and run.info.experiment_id == DEFAULT_EXPERIMENT_ID:
+            log.warning("this run is in MLflow's 'Default' experiment, not 'retention': the `mlflow` command "
+                        "that started it runs without this project installed, so the project's plugin could not "
+                        "choose the experiment. Pass `--experiment-name retention` (or set "
+                        "MLFLOW_EXPERIMENT_NAME=retention), or start it from the project's environment "
+                        "(`make venv`, then `.venv/bin/mlflow run . -e %s`).", entry_point)
+        elif resuming:  # `mlflow run --experiment-name` made the experiment: describe it
             describe_experiment(run.info.experiment_id)
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
         mlflow.log_dict(cfg.to_flat_dict(), "config.json")

@@ -55,6 +55,11 @@ def test_runs_started_in_the_project_folder_without_an_experiment_go_to_retentio
                          check=True).stdout.strip().splitlines()
     assert out[-1] == "retention"
     assert in_project_folder(PROJECT_ROOT) and not in_project_folder(tmp_path)
+    clone, other = tmp_path / "clone", tmp_path / "other"  # another clone counts; another project does not
+    clone.mkdir(), other.mkdir()
+    (clone / "MLproject").write_text((PROJECT_ROOT / "MLproject").read_text())
+    (other / "MLproject").write_text("name: not-retention\n")
+    assert in_project_folder(clone) and not in_project_folder(other)
 
 
 def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
@@ -72,3 +77,28 @@ def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
     assert not console.show_progress()
     monkeypatch.setenv(console.PROGRESS_ENV, "auto")
     assert console.show_progress()
+
+
+def test_a_step_started_by_mlflow_run_in_default_says_how_to_reach_the_project_experiment(tracking, monkeypatch,
+                                                                                         caplog):
+    """`mlflow run` from an environment without this project (so without its plugin) puts the run in
+    'Default': the step says so and how to fix it, and leaves Default's description alone."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from retention.config import load_config
+    from retention.steps import step_run
+    from retention.tracking import NOTE
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    client = MlflowClient()
+    created = client.create_run("0")  # what `mlflow run` does before it starts the entry point
+    monkeypatch.setenv("MLFLOW_RUN_ID", created.info.run_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")
+    mlflow.set_experiment(experiment_id="0")  # a fresh process under `mlflow run` has no other active experiment
+    with caplog.at_level("WARNING", logger="retention.steps"), step_run("data", load_config("smoke"), {}) as run:
+        assert run.info.run_id == created.info.run_id
+    assert "--experiment-name retention" in caplog.text
+    assert NOTE not in client.get_experiment("0").tags
+    assert client.get_run(created.info.run_id).info.run_name == "data"
+    mlflow.set_experiment("retention-test")
