@@ -21,8 +21,7 @@ import pandas as pd
 
 from retention.config import load_config
 from retention.messaging.base_model import add_lora, load_base_model, model_cache_dir
-from retention.messaging.model import log_generator
-from retention.steps import _generator_requirements
+from retention.messaging.model import generator_requirements, log_generator
 
 EXAMPLE = {"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1, "InternetService": "Fiber optic",
            "Contract": "Month-to-month", "offer_pct": 10, "local_time": "2026-11-25T10:00:00",
@@ -55,7 +54,7 @@ def main() -> None:
         print(f"base model cache (not in the logged model): {model_cache_dir()}")
         for label, artifacts in shapes.items():
             with mlflow.start_run():
-                info = log_generator(artifacts, pd.DataFrame([EXAMPLE]), "generator-size", _generator_requirements())
+                info = log_generator(artifacts, pd.DataFrame([EXAMPLE]), "generator-size", generator_requirements())
             local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(Path(tmp) / label[:3])))
             total, largest = folder_size(local)
             print(f"{label}: {total / 2**20:.1f} MB; largest: "

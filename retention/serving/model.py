@@ -18,9 +18,13 @@ the default) or flat ones (``spark_udf``, see :mod:`retention.serving.spark`).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import logging
 import os
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,52 @@ class RequestRejected(MlflowException):
     def message(self, value: str) -> None:
         if not hasattr(self, "_message"):
             self._message = value
+
+
+class DroppedFields(logging.Handler):
+    """The top-level fields MLflow's signature check dropped from the request being scored.
+
+    MLflow enforces the signature before ``predict`` runs and drops the columns it does not declare,
+    saying so only in a log line of ``mlflow.models.utils`` (``Found extra inputs in the model input
+    that are not defined in the model signature: `['plann']` ...``). This handler keeps those names
+    per thread (the check and ``predict`` run on the same thread, one request after another), so
+    ``predict`` can name them in ``metadata.warnings`` as ``retention score`` does. If MLflow changes
+    that line, the names are simply not found; ``tests/integration/test_serving_rest.py`` pins it.
+    """
+
+    LOGGER = "mlflow.models.utils"
+    PATTERN = re.compile(r"Found extra inputs in the model input that are not defined in the model signature: "
+                         r"`(\[.*?\])`", re.DOTALL)
+    _installed: DroppedFields | None = None
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    @classmethod
+    def install(cls) -> DroppedFields:
+        """The one handler of this process, attached to MLflow's logger (which must pass warnings)."""
+        if cls._installed is None:
+            cls._installed = cls()
+            logger = logging.getLogger(cls.LOGGER)
+            logger.addHandler(cls._installed)
+            if not logger.isEnabledFor(logging.WARNING):
+                logger.setLevel(logging.WARNING)
+        return cls._installed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            try:
+                names = ast.literal_eval(match.group(1))
+            except (ValueError, SyntaxError):
+                return
+            self._local.names = [str(n) for n in names]
+
+    def take(self) -> list[str]:
+        """The names dropped from the current request on this thread, then forget them."""
+        names, self._local.names = getattr(self._local, "names", []), []
+        return names
 
 
 def signature() -> ModelSignature:
@@ -123,6 +173,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
 class RetentionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.service = build_service(context.artifacts, getattr(context, "model_config", None))
+        self.dropped = DroppedFields.install()
         if self.service.serving.tracing:
             # Resolve the traces' experiment once: left to the environment variable, MLflow looks the
             # experiment up by name for every trace (a database query per request).
@@ -136,11 +187,12 @@ class RetentionModel(mlflow.pyfunc.PythonModel):
                 configure_tracking()  # traces go to the project's experiment, not "Default"
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        dropped = self.dropped.take() if hasattr(self, "dropped") else []
         output = (params or {}).get("output", "nested")
         if output not in OUTPUTS:
             raise RequestRejected({"params.output": f"must be one of {OUTPUTS}"})
         try:
-            responses = self.service.decide(model_input)
+            responses = self.service.decide(model_input, dropped_fields=dropped)
         except RequestError as exc:
             raise RequestRejected(exc.errors) from None
         except RequestConflict as exc:  # HTTP 409: the id is taken; nothing was booked

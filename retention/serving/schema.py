@@ -381,10 +381,16 @@ def resolve_fields(columns: dict[str, list], n: int, categories: dict[str, set[s
                     unknown[i].append(_field_label(key))
     for i, names in enumerate(unknown):
         if names:
-            more = f" and {len(names) - MAX_LISTED_FIELDS} more" if len(names) > MAX_LISTED_FIELDS else ""
-            notes[i].append(f"unknown field(s) ignored: {', '.join(sorted(names)[:MAX_LISTED_FIELDS])}{more} "
-                            "(the request fields are listed in the README, 'Serving')")
+            notes[i].append(unknown_fields_note(names))
     return out, notes
+
+
+def unknown_fields_note(names: list[str], where: str = "") -> str:
+    """The warning naming unknown fields (printable labels, at most ``MAX_LISTED_FIELDS`` of them)."""
+    labels = sorted({_field_label(n) for n in names})
+    more = f" and {len(labels) - MAX_LISTED_FIELDS} more" if len(labels) > MAX_LISTED_FIELDS else ""
+    return (f"unknown field(s) ignored{' ' + where if where else ''}: {', '.join(labels[:MAX_LISTED_FIELDS])}{more} "
+            "(the request fields are listed in the README, 'Serving')")
 
 
 def parse_request(frame: pd.DataFrame | list[dict], categories: dict[str, set[str]] | None = None

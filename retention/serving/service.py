@@ -39,7 +39,7 @@ from retention.policy.env import observation
 from retention.policy.guard import GuardRules, action_mask, guard
 from retention.serving import inference_log
 from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
-from retention.serving.schema import allowed_categories, parse_request
+from retention.serving.schema import allowed_categories, parse_request, unknown_fields_note
 from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
 from retention.tracking import span
 
@@ -76,13 +76,17 @@ class DecisionService:
         return offer_acceptance(self.accept, rows, fatigue + 1.0, [MONTHS[t.month - 1] for t in times],
                                 [WEEKDAYS[t.weekday()] for t in times])
 
-    def decide(self, request: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
+    def decide(self, request: pd.DataFrame, now: datetime | None = None,
+               dropped_fields: list[str] | None = None) -> pd.DataFrame:
         """Decide for every record; raises ``RequestError`` (bad fields) or ``RequestConflict`` (an id
         used for another customer) before anything is booked. One MLflow trace per call when
-        ``serving.tracing`` is on (:func:`retention.tracking.span`)."""
+        ``serving.tracing`` is on (:func:`retention.tracking.span`).
+
+        ``dropped_fields``: fields removed from the request before it got here (MLflow's signature check
+        drops undeclared columns); every record's warnings name them, as unknown fields."""
         with span(getattr(self.serving, "tracing", False), "decide", "CHAIN", records=len(request),
                   model_versions=json.dumps(self.versions, default=str)) as root:
-            out = self._decide(request, now)
+            out = self._decide(request, now, dropped_fields or [])
             if root is not None:
                 decisions = out["decision"].tolist()
                 root.set_attributes({"contacts": sum(bool(d["contact"]) for d in decisions),
@@ -90,9 +94,13 @@ class DecisionService:
                                      "message_sources": [str(s) for s in out["message_source"].tolist()]})
             return out
 
-    def _decide(self, request: pd.DataFrame, now: datetime | None) -> pd.DataFrame:
+    def _decide(self, request: pd.DataFrame, now: datetime | None, dropped_fields: list[str]) -> pd.DataFrame:
         now = now or datetime.now(UTC)
         rows, notes = parse_request(request, self.categories)
+        if dropped_fields:
+            note = unknown_fields_note(dropped_fields, "in this request")
+            for record_notes in notes:
+                record_notes.append(note)
         for i, when in enumerate(rows["local_time"]):
             if when is None:
                 notes[i].append(f"local_time not given: decided as of {now:%Y-%m-%d} (server time); the offer "

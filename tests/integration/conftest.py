@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from retention import steps
 from retention.cloud.postgres import free_port
 from retention.config import Config, load_config
+from retention.messaging import steps as messaging_steps
 from retention.policy.model import policy_spec
 from retention.policy.registry import log_policy
 
@@ -72,7 +73,7 @@ def build_bundle(home: Path, env: dict[str, str], mirror: Path, tag: str) -> Bun
         risk = steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
         accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
         steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
-        steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
+        messaging_steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
         info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": tag})
         MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
         steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)

@@ -110,6 +110,21 @@ def test_typed_text_fields_pass_any_json_value_to_the_field_validation(server):
                 assert body["errors"] and all(k.startswith("records[0].") for k in body["errors"]), body
 
 
+def test_unknown_top_level_fields_are_named_though_mlflow_drops_them_first(server):
+    """MLflow's signature check removes undeclared columns before the model runs (it only logs their
+    names); the response must still name them, and a snake_case alias must still count."""
+    port, _, _ = server
+    status, body = _post(port, {"dataframe_records": [
+        {**CUSTOMER, "customer_id": "unk-1", "dry_run": True, "plann": "x", "montly_charges": 5},
+        {**CUSTOMER, "customer_id": "unk-2", "dry_run": True, "monthly_charges": 50.0}]})
+    assert status == 200, body
+    warnings = [" ".join(r["metadata"]["warnings"]) for r in body["predictions"]]
+    assert "montly_charges" in warnings[0] and "plann" in warnings[0]
+    assert "monthly_charges" not in warnings[1].replace("montly_charges", "")  # an alias is not unknown
+    status, body = _post(port, {"dataframe_records": [{**CUSTOMER, "customer_id": "unk-3", "dry_run": True}]})
+    assert "unknown field" not in " ".join(body["predictions"][0]["metadata"]["warnings"])  # nothing carried over
+
+
 def test_idempotent_by_request_id(server):
     port, ledger, _ = server
     before = ledger.summary()["contacts"]
