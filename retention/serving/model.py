@@ -33,6 +33,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_CONFLICT
+from mlflow.pyfunc.context import get_prediction_context
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 from retention.config import EnvConfig, ServingConfig
@@ -77,9 +78,10 @@ class DroppedFields(logging.Handler):
     MLflow enforces the signature before ``predict`` runs and drops the columns it does not declare,
     saying so only in a log line of ``mlflow.models.utils`` (``Found extra inputs in the model input
     that are not defined in the model signature: `['plann']` ...``). This handler keeps those names
-    per thread (the check and ``predict`` run on the same thread, one request after another), so
-    ``predict`` can name them in ``metadata.warnings`` as ``retention score`` does. If MLflow changes
-    that line, the names are simply not found; ``tests/integration/test_serving_rest.py`` pins it.
+    per thread with MLflow's prediction context of the call (the check and ``predict`` run on the
+    same thread, inside one ``PyFuncModel.predict``), so ``predict`` can name them in
+    ``metadata.warnings`` as ``retention score`` does. If MLflow changes that line, the names are
+    simply not found (nothing fails); ``tests/integration/test_serving_rest.py`` pins it.
     """
 
     LOGGER = "mlflow.models.utils"
@@ -109,12 +111,17 @@ class DroppedFields(logging.Handler):
                 names = ast.literal_eval(match.group(1))
             except (ValueError, SyntaxError):
                 return
-            self._local.names = [str(n) for n in names]
+            self._local.entry = (get_prediction_context(), [str(n) for n in names])
 
     def take(self) -> list[str]:
-        """The names dropped from the current request on this thread, then forget them."""
-        names, self._local.names = getattr(self._local, "names", []), []
-        return names
+        """The names dropped from the current request, then forget them.
+
+        A name counts only inside the ``PyFuncModel.predict`` call that logged it (the same MLflow
+        prediction context): a request that failed after MLflow's check (a bad param, say) cannot
+        hand its field names to the next request on the thread."""
+        context, names = getattr(self._local, "entry", (None, []))
+        self._local.entry = (None, [])
+        return names if context is not None and context is get_prediction_context() else []
 
 
 def signature() -> ModelSignature:

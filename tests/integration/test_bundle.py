@@ -48,6 +48,21 @@ def test_flat_output_is_the_nested_response_flattened(bundle, tmp_path):
         model.predict(request, params={"output": "xml"})
 
 
+def test_fields_mlflow_dropped_are_named_only_in_the_call_that_sent_them(bundle, tmp_path):
+    """In-process pyfunc (as Spark and notebooks call it): an unknown top-level field is named in that
+    call's warnings; a call that MLflow rejects after dropping it (a bad param) leaks its names to
+    no later call on the thread."""
+    with within(bundle.home, {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}):
+        model = mlflow.pyfunc.load_model(MODEL_URI)
+    clean = {**CUSTOMER, "customer_id": "drop-1", "dry_run": True}
+    out = model.predict(pd.DataFrame([{**clean, "loyalty_tier": "gold"}]))
+    assert "loyalty_tier" in " ".join(out["metadata"][0]["warnings"])
+    with pytest.raises(MlflowException):
+        model.predict(pd.DataFrame([{**clean, "poisoned_field": 1}]), params={"output": ["not", "a", "string"]})
+    out = model.predict(pd.DataFrame([clean]))
+    assert "unknown field" not in " ".join(out["metadata"][0]["warnings"])
+
+
 def test_score_command_writes_flat_decisions_and_names_the_bad_record(bundle, tmp_path, capsys):
     customers = load_split(bundle.home / "processed", "telco", "test").head(12).drop(columns=["Churn"])
     customers.to_parquet(tmp_path / "in.parquet")
