@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from retention.tracking import NOTE
+
 
 @dataclass(frozen=True)
 class Card:
@@ -125,7 +127,7 @@ def _fmt(value: float) -> str:
 
 def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Mapping[str, str],
                  run_id: str | None = None, extra: Mapping[str, str] | None = None,
-                 aliases: Sequence[str] = ()) -> str:
+                 aliases: Sequence[str] = (), components: Mapping[str, str] | None = None) -> str:
     """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` and
     ``aliases`` the version's (the gate's verdict and reasons are its ``gate.*`` tags)."""
     card = CARDS[name]
@@ -137,6 +139,10 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
         lines += ["**Test metrics** (held-out data, as logged by the run):", ""]
         lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {label} | {v if isinstance(v, str) else _fmt(v)} |" for label, v in shown]
+        lines.append("")
+    if components:  # the composite: which registered versions it is made of
+        lines += ["**Composed of** (registered versions):", "", "| model | version |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in components.items()]
         lines.append("")
     verdict, reasons = tags.get("gate.verdict"), tags.get("gate.reasons", tags.get("gate.reason", ""))
     held = ", ".join(f"`{a}`" for a in aliases) if aliases else "none"
@@ -175,11 +181,12 @@ def request_schema_lines() -> list[str]:
 
 
 def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Mapping[str, float] | None = None,
-                extra: Mapping[str, str] | None = None) -> str:
+                extra: Mapping[str, str] | None = None, components: Mapping[str, str] | None = None) -> str:
     """Write the registered model's card and version ``version``'s card; return the version's text.
 
-    ``metrics`` defaults to what the version's run logged. Safe to call again (after a gate): the
-    cards are rewritten from the registry's current state.
+    ``metrics`` defaults to what the version's run logged; ``extra`` adds rows to its table;
+    ``components`` (the composite's registered parts and their versions) is a table of its own. Safe
+    to call again (after a gate): the cards are rewritten from the registry's current state.
     """
     if name not in CARDS:
         return ""
@@ -194,9 +201,22 @@ def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Ma
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         except MlflowException:
             metrics = {}
-    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra, list(mv.aliases or ()))
+    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra, list(mv.aliases or ()), components)
     client.update_model_version(name, str(version), description=text)
+    model_id = logged_model_id(mv)
+    if model_id:  # the logged model's page (the experiment's Models tab) shows the card too
+        try:
+            client.set_logged_model_tags(model_id, {NOTE: text})
+        except MlflowException:  # a logged model that is gone, or a store without logged models
+            pass
     return text
+
+
+def logged_model_id(mv) -> str | None:
+    """The logged model behind a registered version: ``model_id``, or its ``models:/m-...`` source."""
+    source = mv.source or ""
+    return getattr(mv, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-")
+                                             else None)
 
 
 STEP_DESCRIPTIONS = {

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,9 +90,14 @@ class DecisionService:
             out = self._decide(request, now, dropped_fields or [])
             if root is not None:
                 decisions = out["decision"].tolist()
-                root.set_attributes({"contacts": sum(bool(d["contact"]) for d in decisions),
-                                     "offer_percentages": [int(d["offer_percentage"]) for d in decisions],
-                                     "message_sources": [str(s) for s in out["message_source"].tolist()]})
+                offers = [int(d["offer_percentage"]) for d in decisions]
+                sources = [str(s) for s in out["message_source"].tolist()]
+                contacts = sum(bool(d["contact"]) for d in decisions)
+                root.set_attributes({"contacts": contacts, "offer_percentages": offers, "message_sources": sources})
+                # the Traces table's Request / Response columns: counts only, no customer data
+                root.set_inputs({"records": len(request)})
+                root.set_outputs({"contacts": contacts, "offers": dict(Counter(f"{o}%" for o in offers)),
+                                  "message_sources": dict(Counter(s for s in sources if s and s != "None"))})
             return out
 
     def _decide(self, request: pd.DataFrame, now: datetime | None, dropped_fields: list[str]) -> pd.DataFrame:

@@ -100,7 +100,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                      else "every decision part is a champion" + (
                                          "" if "generator" in artifacts else "; messages: approved templates "
                                          "(no champion message-generator)"))
-        write_cards(client, "retention", version, extra={f"component {k}": str(v) for k, v in versions.items()})
+        write_cards(client, "retention", version, components={str(k): str(v) for k, v in versions.items()})
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
         with no_ledger_files():  # the demo decides against an empty ledger in memory: no ./ledger.db

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import DataType
 from mlflow.utils import mlflow_tags
 
+from retention.model_cards import logged_model_id
 from retention.tracking import NOTE
 from tests.integration.conftest import MODEL_URI, within
 
@@ -65,6 +66,7 @@ def test_model_cards_carry_the_logged_metrics_and_the_verdict(bundle):
         metrics = client.get_run(risk.run_id).data.metrics
         card = client.get_model_version("churn-risk", risk.version).description
         assert f"{metrics['test_roc_auc']:.4f}" in card and f"{metrics['test_ece']:.4f}" in card
+        assert client.get_logged_model(logged_model_id(risk)).tags[NOTE] == card  # the logged model's page too
         assert "promoted" in card
         accept = client.get_model_version_by_alias("offer-accept", "champion")
         assert "Euribor" in client.get_model_version("offer-accept", accept.version).description
@@ -95,6 +97,8 @@ def test_the_composite_types_its_text_inputs_declares_its_outputs_and_traces_a_d
         assert len(traces) == before + 1
         spans = {s.name: s for s in traces[0].data.spans}
         assert spans["decide"].attributes["records"] == 1
+        assert spans["decide"].inputs == {"records": 1}  # the Traces table's Request column: counts only
+        assert set(spans["decide"].outputs) == {"contacts", "offers", "message_sources"}
         if out["decision"][0]["contact"]:
             assert "shield" in spans
         # no customer data in a trace

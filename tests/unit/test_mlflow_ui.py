@@ -108,7 +108,8 @@ def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
 
 
 def test_the_retention_card_lists_the_typed_request_with_customer_id_required():
-    card = version_card("retention", "2", {}, {"gate.verdict": "promoted"})
+    card = version_card("retention", "2", {}, {"gate.verdict": "promoted"}, components={"churn-risk": "4"})
     assert "| `customer_id` | string | required |" in card
+    assert "**Composed of**" in card and "| churn-risk | 4 |" in card and "Test metrics" not in card
     assert "| `MonthlyCharges` | double | optional |" in card and "| `dry_run` | boolean | optional |" in card
     assert "`monthly_charges`" in card  # the aliases are named, not listed as fields of their own
