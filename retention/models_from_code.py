@@ -7,7 +7,6 @@ model holds only what it needs (a LoRA adapter, not the base model it was traine
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,15 +26,10 @@ def no_ledger_files() -> Iterator[None]:
     ``./ledger.db`` and log those rows. ``RETENTION_LEDGER_URL=sqlite://`` (in memory) for the
     duration leaves no file and no row behind.
     """
-    before = os.environ.get("RETENTION_LEDGER_URL")
-    os.environ["RETENTION_LEDGER_URL"] = "sqlite://"
-    try:
+    from retention.tracking import environment
+
+    with environment(RETENTION_LEDGER_URL="sqlite://"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop("RETENTION_LEDGER_URL", None)
-        else:
-            os.environ["RETENTION_LEDGER_URL"] = before
 
 
 def float_columns(frame: pd.DataFrame) -> pd.DataFrame:

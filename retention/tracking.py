@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,26 @@ def span(enabled: bool, name: str, span_type: str = "UNKNOWN", **attributes: Any
     if not enabled:
         return nullcontext(None)
     return mlflow.start_span(name=name, span_type=span_type, attributes=attributes)
+
+
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with ``None``, remove) environment variables inside the block; restore them after.
+
+    For settings that MLflow and its integrations read only from the environment
+    (``RETENTION_LEDGER_URL`` during model validation, ``MLFLOW_RUN_ID`` for transformers' callback).
+    """
+    before = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -8,11 +8,9 @@ active MLflow run through transformers' own ``MLflowCallback`` (:class:`StepRunM
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +20,7 @@ from transformers.integrations import MLflowCallback
 from retention.config import MessagingConfig
 from retention.hardware import resolve_dtype, resolve_threads
 from retention.messaging.base_model import add_lora
+from retention.tracking import environment
 
 
 class LossLogger(TrainerCallback):
@@ -44,25 +43,6 @@ class LossLogger(TrainerCallback):
                 self.sink(logs, state.global_step)
 
 
-@contextmanager
-def _environment(**values: str | None) -> Iterator[None]:
-    """Set (or, with ``None``, remove) environment variables inside the block; restore them after."""
-    before = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class StepRunMLflowCallback(MLflowCallback):
     """transformers' ``MLflowCallback`` (``loss``, ``grad_norm``, ``learning_rate``, TRL's token accuracy
     and the final ``train_*`` figures, per step), logging into the step's active run.
@@ -80,7 +60,7 @@ class StepRunMLflowCallback(MLflowCallback):
     """
 
     def setup(self, args, state, model):
-        with _environment(MLFLOW_RUN_ID=None, MLFLOW_MAX_LOG_PARAMS="0"):
+        with environment(MLFLOW_RUN_ID=None, MLFLOW_MAX_LOG_PARAMS="0"):
             super().setup(args, state, model)
 
 
