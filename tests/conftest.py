@@ -59,6 +59,7 @@ def tracking(tmp_path, monkeypatch):
     yield tmp_path
     while mlflow.active_run():
         mlflow.end_run()
+    mlflow.flush_trace_async_logging()  # traces queued in this test go to its store before it is gone
     mlflow.set_tracking_uri(old_uri)
 
 

@@ -51,6 +51,7 @@ def within(home: Path, env: dict[str, str]):
     try:
         yield
     finally:
+        mlflow.flush_trace_async_logging()  # traces queued here go to this store, not the next one
         os.chdir(cwd)
         mlflow.set_tracking_uri(old_uri)
         for k, v in old.items():
