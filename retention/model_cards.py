@@ -11,14 +11,18 @@ back from what the run actually logged, never retyped), the gate verdict (read f
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from retention.tracking import NOTE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,9 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
                  run_id: str | None = None, extra: Mapping[str, str] | None = None,
                  aliases: Sequence[str] = (), components: Mapping[str, str] | None = None) -> str:
     """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` and
-    ``aliases`` the version's (the gate's verdict and reasons are its ``gate.*`` tags)."""
+    ``aliases`` the version's (the gate's verdict and reasons are its ``gate.*`` tags), ``extra``
+    more rows of the metrics table (label -> text), ``components`` the composite's registered parts
+    (model -> version), shown as their own table."""
     card = CARDS[name]
     lines = [f"**{name} v{version}**" + (f", logged by run `{run_id}`" if run_id else ""), "",
              f"**Predicts**: {card.predicts}", "", f"**Training data**: {card.data}", ""]
@@ -161,14 +167,15 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
 def request_schema_lines() -> list[str]:
     """The typed request (:func:`retention.serving.schema.input_schema`) as a Markdown table.
 
-    The served model's enforced signature (:func:`retention.serving.schema.enforced_input_schema`) types
-    the text fields and leaves numbers and flags ``any`` and every field optional, so that each value
-    reaches the field-level validation; the card is where a client reads every type and what is required.
+    The served model's enforced signature (:func:`retention.serving.schema.enforced_input_schema`)
+    declares every field optional ``any``, so that each value reaches the field-level validation; the
+    card is where a client reads the types and what is required.
     """
     from retention.serving.schema import FIELD_ALIASES, input_schema
 
-    lines = ["**Request fields** (the enforced signature types the text fields and leaves numbers and flags "
-             "`any` and every field optional; the model answers a wrong value with a field-level error):", "",
+    lines = ["**Request fields** (typed here; the enforced signature declares them optional `any`, because "
+             "MLflow's typed checks would alter or quote request values; the model answers a wrong value "
+             "with a field-level error):", "",
              "| field | type | required |", "| --- | --- | --- |"]
     for spec in input_schema().inputs:
         if spec.name in FIELD_ALIASES:
@@ -207,12 +214,12 @@ def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Ma
     if model_id:  # the logged model's page (the experiment's Models tab) shows the card too
         try:
             client.set_logged_model_tags(model_id, {NOTE: text})
-        except MlflowException:  # a logged model that is gone, or a store without logged models
-            pass
+        except MlflowException as exc:  # a logged model that is gone, or a store without logged models
+            log.debug("no logged model page for %s v%s: %s", name, version, exc)
     return text
 
 
-def logged_model_id(mv) -> str | None:
+def logged_model_id(mv: ModelVersion) -> str | None:
     """The logged model behind a registered version: ``model_id``, or its ``models:/m-...`` source."""
     source = mv.source or ""
     return getattr(mv, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-")

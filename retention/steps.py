@@ -62,11 +62,12 @@ def step_run(entry_point: str, cfg: Config, params: dict[str, Any]) -> Iterator[
         if NOTE not in run.data.tags:
             describe_run(step_description(entry_point, cfg.profile))
         if resuming and run.info.experiment_id == DEFAULT_EXPERIMENT_ID:
-            log.warning("this run is in MLflow's 'Default' experiment, not 'retention': the `mlflow` command "
-                        "that started it runs without this project installed, so the project's plugin could not "
-                        "choose the experiment. Pass `--experiment-name retention` (or set "
-                        "MLFLOW_EXPERIMENT_NAME=retention), or start it from the project's environment "
-                        "(`make venv`, then `.venv/bin/mlflow run . -e %s`).", entry_point)
+            if mlflow_tags.MLFLOW_PARENT_RUN_ID not in run.data.tags:  # said once, by the run started first
+                log.warning("this run is in MLflow's 'Default' experiment, not 'retention' (an `mlflow` without "
+                            "this project installed cannot use its default-experiment plugin). If that is not "
+                            "what you meant, pass `--experiment-name retention` (or set "
+                            "MLFLOW_EXPERIMENT_NAME=retention), or use the project's environment: `make venv`, "
+                            "then `.venv/bin/mlflow run . -e %s`.", entry_point)
         elif resuming:  # `mlflow run --experiment-name` made the experiment: describe it
             describe_experiment(run.info.experiment_id)
         log_params_flat({k: v for k, v in params.items() if k not in run.data.params})
@@ -228,6 +229,13 @@ def promote(cfg: Config, params: dict[str, Any]) -> str:
             reasons = "; ".join(verdict.reasons) or "meets every threshold"
             print(f"promote: {name} v{version.version} -> {verdict.alias} ({reasons})")
         return run.info.run_id
+
+
+def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
+    """The ``sft`` step; it lives in :mod:`retention.messaging.steps` (kept here for old imports)."""
+    from retention.messaging.steps import sft as messaging_sft
+
+    return messaging_sft(cfg, params, progress)
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:

@@ -12,9 +12,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import mlflow
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState, TrainingArguments
 from transformers.integrations import MLflowCallback
 
 from retention.config import MessagingConfig
@@ -32,7 +34,7 @@ class LossLogger(TrainerCallback):
     A single training (SFT) uses :class:`StepRunMLflowCallback` instead.
     """
 
-    def __init__(self, sink: Callable[[dict[str, float], int], None] | None, history: list):
+    def __init__(self, sink: Callable[[dict[str, float], int], None] | None, history: list[dict[str, float]]):
         self.sink, self.history = sink, history
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -50,17 +52,20 @@ class StepRunMLflowCallback(MLflowCallback):
     Two settings differ from ``report_to="mlflow"``, both through the callback's documented
     environment variables and only while it sets itself up:
 
-    * ``MLFLOW_RUN_ID`` is hidden. Under ``mlflow run`` it names the step's run, which is already
-      active; the stock callback would call ``start_run`` again (MLflow refuses: the run is active)
-      and, having started a run, end it when training ends. Without it, the callback finds the active
-      run, logs into it and leaves it open.
+    * ``MLFLOW_RUN_ID`` and ``MLFLOW_NESTED_RUN`` are hidden. Under ``mlflow run`` the first names
+      the step's run, which is already active; the stock callback would call ``start_run`` again
+      (MLflow refuses: the run is active) and, having started a run, end it when training ends.
+      Without them, the callback finds the active run, logs into it and leaves it open (there must
+      be one).
     * ``MLFLOW_MAX_LOG_PARAMS=0``: the ~200 ``TrainingArguments`` and model-config fields are not
       logged as params. The step logs its own configuration; the trainer's fields would repeat some of
       its keys (``learning_rate``, ``seed``) and MLflow refuses a param logged twice with another value.
     """
 
-    def setup(self, args, state, model):
-        with environment(MLFLOW_RUN_ID=None, MLFLOW_MAX_LOG_PARAMS="0"):
+    def setup(self, args: TrainingArguments, state: TrainerState, model: Any) -> None:
+        if mlflow.active_run() is None:
+            raise RuntimeError("StepRunMLflowCallback logs into the active MLflow run; start one first")
+        with environment(MLFLOW_RUN_ID=None, MLFLOW_NESTED_RUN=None, MLFLOW_MAX_LOG_PARAMS="0"):
             super().setup(args, state, model)
 
 
@@ -108,9 +113,26 @@ def train_sft(model, tokenizer, dataset, cfg: MessagingConfig, log_to_mlflow: bo
               progress: bool = True, callbacks: list[TrainerCallback] | None = None) -> SFTResult:
     """Fine-tune ``model`` (a base causal LM) with a LoRA adapter on ``dataset``.
 
-    ``log_to_mlflow``: log the trainer's metrics to the active MLflow run (:class:`StepRunMLflowCallback`).
-    ``callbacks``: more trainer callbacks (the SFT benchmark times steps with a :class:`LossLogger`).
-    The result's ``history`` is the trainer's own log history either way."""
+    Parameters
+    ----------
+    model, tokenizer
+        The base causal LM and its tokenizer (:func:`retention.messaging.base_model.load_base_model`).
+    dataset
+        Conversational prompt/completion rows (:func:`retention.messaging.sft_data.sft_dataset`).
+    cfg
+        LoRA, optimiser and precision settings.
+    log_to_mlflow
+        Log the trainer's metrics to the active MLflow run (:class:`StepRunMLflowCallback`).
+    progress
+        Draw the trainer's progress bar.
+    callbacks
+        More trainer callbacks (the SFT benchmark times steps with a :class:`LossLogger`).
+
+    Returns
+    -------
+    SFTResult
+        The adapted model; ``history`` is the trainer's own log history.
+    """
     from trl import SFTConfig, SFTTrainer
 
     settings = training_settings(cfg)

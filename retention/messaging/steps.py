@@ -474,7 +474,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             example = pd.DataFrame([{"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1,
                                      "InternetService": "Fiber optic", "Contract": "Month-to-month", "offer_pct": 10,
                                      "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
-            info = log_generator({"adapter": str(adapter), "spec": str(spec)}, example, "message-generator",
+            info = log_generator({"adapter": str(adapter), "spec": str(spec)}, example, GENERATOR,
                                  generator_requirements())
         mlflow.log_metrics({f"sft/{k}": v for k, v in sft_report.metrics.items()}, dataset=telco["test"],
                            model_id=info.model_id)
@@ -484,14 +484,14 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         verdict = gate_generator(sft_report.metrics, cfg.gate.generator_min_pass_rate, cfg.gate.generator_min_factual)
         client = MlflowClient()
         version = info.registered_model_version
-        client.set_registered_model_alias("message-generator", verdict.alias, version)
+        client.set_registered_model_alias(GENERATOR, verdict.alias, version)
         for key, value in {"gate.verdict": "promoted" if verdict.promote else "rejected",
                            "gate.reasons": "; ".join(verdict.reasons) or "meets every threshold",
                            "gate.shield_pass_rate": f"{sft_report.metrics['shield_pass_rate']:.4f}",
                            "gate.factual_accuracy": f"{sft_report.metrics['factual_accuracy']:.4f}",
                            "gate.base_shield_pass_rate": f"{base_report.metrics['shield_pass_rate']:.4f}"}.items():
-            client.set_model_version_tag("message-generator", version, key, value)
-        write_cards(client, "message-generator", version)
+            client.set_model_version_tag(GENERATOR, version, key, value)
+        write_cards(client, GENERATOR, version)
         b, s_ = base_report.metrics, sft_report.metrics
         print(f"sft: {len(dataset)} examples, {m.max_steps} steps in {result.seconds:.0f}s "
               f"({result.trainable_params:,} trainable params); message-generator v{version} -> {verdict.alias}")

@@ -9,7 +9,7 @@ server's working directory).
 It is logged as MLflow *models from code*: :mod:`retention.serving.model_code` builds it, and the
 components are artifacts (nothing is pickled).
 
-Input columns are declared optional, text fields typed ``string`` and the rest ``any``
+Input columns are all declared optional and of any type
 (:func:`retention.serving.schema.enforced_input_schema` says why), so partial records reach the
 request validation (:mod:`retention.serving.schema`). That validation answers with field-level
 errors, which the scoring server returns as HTTP 400. The ``output`` param picks nested responses (REST,
@@ -95,13 +95,11 @@ class DroppedFields(logging.Handler):
 
     @classmethod
     def install(cls) -> DroppedFields:
-        """The one handler of this process, attached to MLflow's logger (which must pass warnings)."""
+        """The one handler of this process, attached to MLflow's logger. The logger's level is left as
+        the operator set it: with MLflow's warnings turned off, dropped fields are not named."""
         if cls._installed is None:
             cls._installed = cls()
-            logger = logging.getLogger(cls.LOGGER)
-            logger.addHandler(cls._installed)
-            if not logger.isEnabledFor(logging.WARNING):
-                logger.setLevel(logging.WARNING)
+            logging.getLogger(cls.LOGGER).addHandler(cls._installed)
         return cls._installed
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -118,16 +116,18 @@ class DroppedFields(logging.Handler):
 
         A name counts only inside the ``PyFuncModel.predict`` call that logged it (the same MLflow
         prediction context): a request that failed after MLflow's check (a bad param, say) cannot
-        hand its field names to the next request on the thread."""
+        hand its field names to the next request on the thread. (A caller that wraps several
+        ``predict`` calls in one ``set_prediction_context`` of its own shares that context; MLflow's
+        scoring server and Spark do not.)"""
         context, names = getattr(self._local, "entry", (None, []))
         self._local.entry = (None, [])
         return names if context is not None and context is get_prediction_context() else []
 
 
 def signature() -> ModelSignature:
-    """Inputs: every request field, snake_case aliases included, all optional; text fields ``string``,
-    numbers, flags and ``customer_facts`` ``any`` (:func:`retention.serving.schema.enforced_input_schema`
-    gives the reasons; the full typed request is :func:`retention.serving.schema.input_schema`).
+    """Inputs: every request field, snake_case aliases included, optional and of any type
+    (:func:`retention.serving.schema.enforced_input_schema` gives the measured reasons; the typed
+    request is :func:`retention.serving.schema.input_schema`, in the model card).
     Outputs: the typed nested response (:func:`retention.serving.schema.output_schema`). Params:
     ``output`` = ``nested`` (the REST response) or ``flat`` (one column per field, for Spark).
     """

@@ -84,7 +84,7 @@ def input_schema() -> Schema:
 
     Numbers are ``double`` (integers are accepted), flags ``boolean``, everything else ``string``;
     ``customer_facts`` (the nested shape) is an object. Aliases carry the type of their field.
-    The model card lists it; the enforced signature is :func:`enforced_input_schema`.
+    The model card lists it; the enforced signature (:func:`enforced_input_schema`) cannot carry it.
     """
     specs = [ColSpec(DataType.string, "customer_id", required=True)]
     for field in REQUEST_FIELDS:
@@ -95,29 +95,27 @@ def input_schema() -> Schema:
 
 
 def enforced_input_schema() -> Schema:
-    """The served model's input signature, which MLflow enforces before the model runs.
+    """The served model's input signature, which MLflow enforces before the model runs: every request
+    field, optional and of type ``any``, so that each value reaches the field-level validation here.
 
-    Text fields are ``string``: through the scoring server MLflow passes every JSON value of a
-    ``string`` column on unchanged (pinned in ``tests/unit/test_serving_schema.py``), so the
-    field-level validation here still answers each case. Three kinds stay ``any``, each for a
-    reason measured against mlflow 3.17.2:
+    MLflow 3.17.2 has no input type that keeps this contract; measured, per type:
 
-    * numbers: MLflow's ``double`` rejects ``""`` and ``" "``, which this contract scores as a
-      missing value (the Telco file itself has blank ``TotalCharges``), and its error repeats the
-      whole request;
-    * flags: MLflow's ``boolean`` conversion turns ``"false"`` into ``True`` and a missing value
-      into ``False``, silently;
-    * ``customer_facts``: an object of any fields.
+    * ``string``: in the ``inputs`` and ``instances`` formats the scoring server converts every value
+      of a ``string`` column to text before the model sees it: ``null`` becomes ``"None"`` (a null
+      ``request_id`` would become one shared idempotency key), ``7`` becomes ``"7"`` (numeric
+      request ids are refused on purpose). In-process (pyfunc, Spark) an integer, datetime or
+      all-missing column is refused with an error that quotes the whole request;
+    * ``double``: rejects ``""`` and ``" "``, which this contract scores as missing (the Telco file
+      has blank ``TotalCharges``), with an error that quotes the whole request;
+    * ``boolean``: turns ``"false"`` into ``True`` and a missing flag into ``False``, silently;
+    * ``required``: MLflow's "missing inputs" 400 quotes the request, and ``customer_id`` may come
+      inside ``customer_facts``.
 
-    Nothing is ``required``: ``customer_id`` may come inside ``customer_facts``, and MLflow's
-    "missing inputs" 400 would repeat the request. A missing id gets the field-level error
-    ``records[i].customer_id: required``.
+    ``tests/integration/test_serving_rest.py`` sends every JSON kind in every field in each request
+    format and pins the field-level answers. The typed request is :func:`input_schema` (in the model
+    card).
     """
-    specs = []
-    for field in REQUEST_FIELDS:
-        kind = field_type(field)
-        specs.append(ColSpec(kind if kind is DataType.string else AnyType(), field, required=False))
-    return Schema(specs)
+    return Schema([ColSpec(AnyType(), field, required=False) for field in REQUEST_FIELDS])
 
 
 class RequestError(ValueError):

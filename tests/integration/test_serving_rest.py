@@ -88,26 +88,34 @@ def test_bad_input_gets_field_errors_without_customer_data_and_the_server_surviv
         assert resp.status == 200
 
 
-def test_typed_text_fields_pass_any_json_value_to_the_field_validation(server):
-    """The enforced signature types text fields ``string``; MLflow must still hand every JSON value to
-    the model, so a wrong type gets this project's answer (a field error or a warning), never
-    MLflow's schema error, which repeats the request."""
-    from mlflow.types.schema import DataType
-
-    from retention.serving.schema import enforced_input_schema
+def test_every_json_kind_in_every_field_and_format_reaches_the_field_validation(server):
+    """MLflow must hand each value to the model as sent, in every request format: a wrong type gets
+    this project's answer (a field error or a warning), never MLflow's schema error (which repeats
+    the request), and no value is altered on the way (a typed ``string`` signature would turn a null
+    into the text "None" in the ``inputs``/``instances`` formats)."""
+    from retention.serving.schema import REQUEST_FIELDS
 
     port, _, _ = server
-    text_fields = [s.name for s in enforced_input_schema().inputs if s.type == DataType.string]
-    assert {"customer_id", "Contract", "payment_method", "name", "timezone"} <= set(text_fields)
-    for value in (7, 2.5, True, None, {"a": 1}, [1, 2], "", "x"):
-        for field in text_fields:
-            record = {**CUSTOMER, "customer_id": "typed-1", "dry_run": True, field: value}
-            status, body = _post(port, {"dataframe_records": [record]})
-            assert status in (200, 400), (field, value, body)
+    fields = [f for f in REQUEST_FIELDS if f != "dry_run"]  # every record stays a dry run
+    for fmt in ("dataframe_records", "inputs", "instances"):
+        for value in (7, True, None, {"a": 1}, ""):
+            records = [{**CUSTOMER, "customer_id": f"kind-{i}", "dry_run": True, field: value}
+                       for i, field in enumerate(fields)]
+            status, body = _post(port, {fmt: records})
             raw = json.dumps(body)
-            assert "Failed to enforce" not in raw and "Failed to predict" not in raw, (field, value, raw[:300])
+            assert status in (200, 400), (fmt, value, body)
+            assert "Failed to enforce" not in raw and "Failed to predict" not in raw, (fmt, value, raw[:300])
             if status == 400:
-                assert body["errors"] and all(k.startswith("records[0].") for k in body["errors"]), body
+                assert body["errors"] and all(k.startswith("records[") for k in body["errors"]), body
+        # nulls are missing values in every format: two customers with a null request_id share no key,
+        # and a null name is not "None"
+        status, body = _post(port, {fmt: [{**CUSTOMER, "customer_id": "null-a", "dry_run": True,
+                                           "request_id": None, "name": None},
+                                          {**CUSTOMER, "customer_id": "null-b", "dry_run": True,
+                                           "request_id": None}]})
+        assert status == 200, (fmt, body)
+        assert [r["request_id"] for r in body["predictions"]] != ["None", "None"]
+        assert "None" not in (body["predictions"][0]["message"] or "")
 
 
 def test_unknown_top_level_fields_are_named_though_mlflow_drops_them_first(server):

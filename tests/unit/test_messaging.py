@@ -275,7 +275,7 @@ def test_bad_training_settings_name_the_field():
         training_settings(load_config("cpu", {"messaging.torch_threads": "-2"}).messaging)
 
 
-def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_under_mlflow_run(tmp_path, monkeypatch):
+def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_under_mlflow_run(tracking, monkeypatch):
     """Under `mlflow run`, MLFLOW_RUN_ID names the step's run, which is already active: the callback logs
     into it, leaves it open and logs no trainer arguments as params (the stock callback fails here)."""
     import mlflow
@@ -285,7 +285,6 @@ def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_unde
     from retention.config import load_config
     from retention.messaging.sft import train_sft
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model, tok = load_base_model("tiny-random")
     customers = pd.DataFrame({"customerID": [f"c{i}" for i in range(4)], "tenure": [1, 12, 30, 60],
                               "MonthlyCharges": [20.0, 50.0, 80.0, 99.0], "InternetService": ["DSL"] * 4,

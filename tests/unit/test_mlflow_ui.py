@@ -113,3 +113,16 @@ def test_the_retention_card_lists_the_typed_request_with_customer_id_required():
     assert "**Composed of**" in card and "| churn-risk | 4 |" in card and "Test metrics" not in card
     assert "| `MonthlyCharges` | double | optional |" in card and "| `dry_run` | boolean | optional |" in card
     assert "`monthly_charges`" in card  # the aliases are named, not listed as fields of their own
+
+
+def test_the_enforced_signature_leaves_every_field_optional_and_untyped():
+    """MLflow's typed checks alter or quote request values (``enforced_input_schema`` says how);
+    the field-level validation must see every field as sent."""
+    from mlflow.types.schema import AnyType
+
+    from retention.serving.model import signature
+    from retention.serving.schema import REQUEST_FIELDS
+
+    inputs = signature().inputs.inputs
+    assert [spec.name for spec in inputs] == list(REQUEST_FIELDS)
+    assert all(isinstance(spec.type, AnyType) and not spec.required for spec in inputs)
