@@ -56,7 +56,9 @@ def tracking(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     old_uri = mlflow.get_tracking_uri()  # process state the steps set; it wins over the variable
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("retention-test")  # an earlier test's active experiment id would point nowhere here
+    from retention.tracking import configure_tracking
+
+    configure_tracking()  # "retention-test" here, as a step makes it: an earlier test's active id points elsewhere
     yield tmp_path
     while mlflow.active_run():
         mlflow.end_run()
