@@ -232,17 +232,16 @@ def environment(**values: str | None) -> Iterator[None]:
     For settings that MLflow and its integrations read only from the environment
     (``RETENTION_LEDGER_URL`` during model validation, ``MLFLOW_RUN_ID`` for transformers' callback).
     """
+    def apply(settings: Mapping[str, str | None]) -> None:
+        for key, value in settings.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
     before = {k: os.environ.get(k) for k in values}
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        apply(values)
         yield
     finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        apply(before)

@@ -45,6 +45,8 @@ REWARD = "reward-model"
 ROLES = ("proxy", "gold")
 EXAMPLE = {"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1, "InternetService": "Fiber optic",
            "Contract": "Month-to-month", "offer_pct": 10}
+# the input example of a logged generator (sft, ppo_text)
+GENERATOR_EXAMPLE = {**EXAMPLE, "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}
 
 
 def _none(value: Any) -> bool:
@@ -342,7 +344,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         spec_path = Path(tmp) / "generator.json"
         spec_path.write_text(json.dumps({**gen.spec, "kind": "ppo_text", "sft_version": sft_version.version,
                                          "ppo_text": asdict(p)}, indent=2))
-        example = pd.DataFrame([{**EXAMPLE, "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
+        example = pd.DataFrame([GENERATOR_EXAMPLE])
         info = log_generator({"adapter": str(adapter), "sft_adapter": str(sft_adapter), "spec": str(spec_path)},
                              example, GENERATOR, generator_requirements())
         version = info.registered_model_version
@@ -471,11 +473,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             result.model.save_pretrained(adapter)
             spec = Path(tmp) / "generator.json"
             spec.write_text(json.dumps({**{k: v for k, v in asdict(m).items()}, "kind": "sft"}, indent=2))
-            example = pd.DataFrame([{"name": "Maria", "tenure": 34, "MonthlyCharges": 89.1,
-                                     "InternetService": "Fiber optic", "Contract": "Month-to-month", "offer_pct": 10,
-                                     "local_time": "2026-11-25T10:00:00", "timezone": "Europe/Berlin"}])
-            info = log_generator({"adapter": str(adapter), "spec": str(spec)}, example, GENERATOR,
-                                 generator_requirements())
+            info = log_generator({"adapter": str(adapter), "spec": str(spec)}, pd.DataFrame([GENERATOR_EXAMPLE]),
+                                 GENERATOR, generator_requirements())
         mlflow.log_metrics({f"sft/{k}": v for k, v in sft_report.metrics.items()}, dataset=telco["test"],
                            model_id=info.model_id)
         mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")

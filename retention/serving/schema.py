@@ -111,9 +111,9 @@ def enforced_input_schema() -> Schema:
     * ``required``: MLflow's "missing inputs" 400 quotes the request, and ``customer_id`` may come
       inside ``customer_facts``.
 
-    ``tests/integration/test_serving_rest.py`` sends every JSON kind in every field in each request
-    format and pins the field-level answers. The typed request is :func:`input_schema` (in the model
-    card).
+    ``tests/integration/test_serving_rest.py`` sends every JSON kind in every field in both documented
+    request formats (``dataframe_records``, ``inputs``) and pins the field-level answers. The typed
+    request is :func:`input_schema` (in the model card).
     """
     return Schema([ColSpec(AnyType(), field, required=False) for field in REQUEST_FIELDS])
 

@@ -275,6 +275,20 @@ def test_bad_training_settings_name_the_field():
         training_settings(load_config("cpu", {"messaging.torch_threads": "-2"}).messaging)
 
 
+def _tiny_sft_inputs(max_steps: int):
+    """The tiny random model, its tokenizer, four retention examples and a float32 one-thread config."""
+    from retention.config import load_config
+
+    model, tok = load_base_model("tiny-random")
+    customers = pd.DataFrame({"customerID": [f"c{i}" for i in range(4)], "tenure": [1, 12, 30, 60],
+                              "MonthlyCharges": [20.0, 50.0, 80.0, 99.0], "InternetService": ["DSL"] * 4,
+                              "Contract": ["One year"] * 4})
+    rows = retention_examples(customers, 4, seed=0)[["prompt", "completion"]].to_dict("records")
+    cfg = load_config("smoke", {"messaging.max_steps": max_steps, "messaging.train_dtype": "float32",
+                                "messaging.torch_threads": 1}).messaging
+    return model, tok, rows, cfg
+
+
 def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_under_mlflow_run(tracking, monkeypatch):
     """Under `mlflow run`, MLFLOW_RUN_ID names the step's run, which is already active: the callback logs
     into it, leaves it open and logs no trainer arguments as params (the stock callback fails here)."""
@@ -282,16 +296,9 @@ def test_sft_logs_through_transformers_mlflow_callback_into_the_step_run_as_unde
     from datasets import Dataset
     from mlflow.tracking import MlflowClient
 
-    from retention.config import load_config
     from retention.messaging.sft import train_sft
 
-    model, tok = load_base_model("tiny-random")
-    customers = pd.DataFrame({"customerID": [f"c{i}" for i in range(4)], "tenure": [1, 12, 30, 60],
-                              "MonthlyCharges": [20.0, 50.0, 80.0, 99.0], "InternetService": ["DSL"] * 4,
-                              "Contract": ["One year"] * 4})
-    rows = retention_examples(customers, 4, seed=0)[["prompt", "completion"]].to_dict("records")
-    cfg = load_config("smoke", {"messaging.max_steps": 3, "messaging.train_dtype": "float32",
-                                "messaging.torch_threads": 1}).messaging
+    model, tok, rows, cfg = _tiny_sft_inputs(max_steps=3)
     with mlflow.start_run() as run:
         monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
         mlflow.log_param("learning_rate", "from the step's config")
@@ -309,16 +316,9 @@ def test_tiny_sft_runs_with_the_chosen_settings_and_threads():
     import torch
     from datasets import Dataset
 
-    from retention.config import load_config
     from retention.messaging.sft import train_sft
 
-    model, tok = load_base_model("tiny-random")
-    customers = pd.DataFrame({"customerID": [f"c{i}" for i in range(4)], "tenure": [1, 12, 30, 60],
-                              "MonthlyCharges": [20.0, 50.0, 80.0, 99.0], "InternetService": ["DSL"] * 4,
-                              "Contract": ["One year"] * 4})
-    rows = retention_examples(customers, 4, seed=0)[["prompt", "completion"]].to_dict("records")
-    cfg = load_config("smoke", {"messaging.max_steps": 1, "messaging.train_dtype": "float32",
-                                "messaging.torch_threads": 1}).messaging
+    model, tok, rows, cfg = _tiny_sft_inputs(max_steps=1)
     before = torch.get_num_threads()
     try:
         result = train_sft(model, tok, Dataset.from_list(rows), cfg, progress=False)
