@@ -183,7 +183,10 @@ def request_schema_lines() -> list[str]:
         lines.append(f"| `{spec.name}` | {spec.type if not hasattr(spec.type, 'name') else spec.type.name} | "
                      f"{'required' if spec.required else 'optional'} |")
     aliases = ", ".join(f"`{a}`" for a in sorted(FIELD_ALIASES))
-    lines += ["", f"Aliases accepted (snake_case): {aliases}."]
+    lines += ["", f"Aliases accepted (snake_case): {aliases}.", "",
+              "The whole request body, with ranges, category values and patterns, is a JSON Schema in this "
+              "model's artifacts: `artifacts/request.schema.json` (draft 2020-12; a body valid against it gets "
+              "no field-level error)."]
     return lines
 
 

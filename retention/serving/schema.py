@@ -118,6 +118,92 @@ def enforced_input_schema() -> Schema:
     return Schema([ColSpec(AnyType(), field, required=False) for field in REQUEST_FIELDS])
 
 
+_YEAR, _LEAP_YEAR = r"[1-9][0-9]{3}", r"([1-9][0-9](0[48]|[2468][048]|[13579][26])|([2468][048]|[13579][26])00)"
+# a calendar date that exists (years 1000-9999, leap days included), then hh:mm[:ss[.ffffff]], no offset
+LOCAL_TIME_PATTERN = (rf"^({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+                      rf"|02-(0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)"
+                      r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$")
+
+
+def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """The request body as a JSON Schema (draft 2020-12): the typed contract for clients.
+
+    What the enforced signature cannot carry (:func:`enforced_input_schema`) is stated here, where
+    MLflow does not enforce it: types, ranges, category values, patterns, and ``customer_id``
+    required (at the top level or inside ``customer_facts``). The bundle ships it with the served
+    model as ``request.schema.json``; a client can check a body before sending it.
+
+    It describes the canonical form and is **never looser than the model**: a body valid against it
+    gets no field-level error (``tests/unit/test_request_json_schema.py`` checks this, and that it
+    refuses every kind of value the model refuses). It is stricter in places where the model is
+    forgiving: exact category values (the model also folds case, ``_`` and ``-``), JSON booleans for
+    flags (the model also reads ``"yes"``), numbers as JSON numbers and ``null`` for a missing one
+    (the model also reads ``"29.85"`` and a blank), ids of letters, digits and ``._:/+=@-``, and no
+    unknown fields (the model ignores them, with a warning). ``local_time`` is wall-clock time
+    without an offset (``2026-11-25T10:00:00``, a date that exists), read in ``timezone``. The time
+    zones are those of the machine that built it (:func:`zoneinfo.available_timezones`).
+
+    Parameters
+    ----------
+    categories:
+        Allowed values per Telco categorical field; default: the raw Telco expectation suite's.
+    """
+    from zoneinfo import available_timezones
+
+    cats = categories if categories is not None else allowed_categories()
+    identifier = {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"}
+    fields: dict[str, dict[str, Any]] = {
+        "customer_id": {"description": "Required. Normalised to one form (trimmed, upper case).",
+                        "anyOf": [identifier, {"type": "integer", "minimum": 1 - 10**(MAX_ID_CHARS - 1),
+                                                "maximum": 10**(MAX_ID_CHARS - 1) - 1}]},
+        "name": {"description": "First name for the greeting; not used when it is not a plausible name.",
+                 "type": ["string", "null"], "maxLength": MAX_NAME_CHARS},
+        "local_time": {"description": "Local wall-clock time of the contact (ISO 8601, no offset); "
+                                      "default: the server's date, with a warning.",
+                       "type": ["string", "null"], "pattern": LOCAL_TIME_PATTERN},
+        "timezone": {"description": "IANA time zone of local_time (quiet hours).",
+                     "enum": [*sorted(z for z in available_timezones() if _known_zone(z)), None]},
+        "request_id": {"description": "Idempotency key; belongs to the first customer it was used for.",
+                       "anyOf": [identifier, {"type": "null"}]},
+        "dry_run": {"description": "true: decide and write the message, record nothing.",
+                    "type": ["boolean", "null"], "default": False},
+        "with_message": {"description": "false: the decision only, no message.",
+                         "type": ["boolean", "null"], "default": True},
+    }
+    for col, (lo, hi) in NUMERIC_RANGES.items():
+        kind = "integer" if col in ("SeniorCitizen", "tenure") else "number"
+        fields[col] = {"description": "Telco field; null or absent: scored as a missing value.",
+                       "type": [kind, "null"], "minimum": lo, "maximum": hi}
+    for col in RISK_CATEGORICAL:
+        fields[col] = {"description": "Telco field; null or absent: scored as a missing value.",
+                       "enum": [*sorted(cats.get(col, ())), None]}
+    for alias, canonical in FIELD_ALIASES.items():
+        fields[alias] = {**fields[canonical], "description": f"Alias of {canonical} (which wins when both are sent)."}
+    fields["plan"] = {"description": "Shorthand: a Contract or InternetService value, filling that field.",
+                      "enum": [*sorted({v for f in PLAN_FIELDS for v in cats.get(f, ())}), None]}
+    has_id = {"required": ["customer_id"]}
+    facts = {"type": "object", "properties": fields, "additionalProperties": False}
+    record = {
+        "type": "object",
+        "properties": {**fields, "customer_facts": {
+            "description": "The original nested shape: its fields win over the record's own.", **facts}},
+        "additionalProperties": False,
+        "anyOf": [has_id, {"required": ["customer_facts"], "properties": {"customer_facts": has_id}}],
+    }
+    batch = {"type": "array", "items": {"$ref": "#/$defs/record"}, "minItems": 1, "maxItems": MAX_BATCH}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "retention request",
+        "description": "POST /invocations of `mlflow models serve -m models:/retention@champion`: one "
+                       "record per customer, as dataframe_records or inputs (README, 'Serving').",
+        "type": "object",
+        "oneOf": [{"required": ["dataframe_records"]}, {"required": ["inputs"]}],
+        "properties": {"dataframe_records": batch, "inputs": batch},
+        "additionalProperties": False,
+        "$defs": {"record": record},
+    }
+
+
 class RequestError(ValueError):
     """Field-level errors: ``{"records[i].field": "what is wrong"}``."""
 

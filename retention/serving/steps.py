@@ -44,7 +44,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging.shield import RULES_PATH
     from retention.registry import CHALLENGER, CHAMPION
     from retention.serving.model import COMPONENTS, MODEL_CODE, build_service, signature
-    from retention.serving.schema import allowed_categories
+    from retention.serving.schema import allowed_categories, request_json_schema
 
     client = MlflowClient()
     with step_run("bundle", cfg, params) as run, tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +74,9 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                      indent=2))
         rules = Path(tmp) / "rules.yaml"
         shutil.copy(RULES_PATH, rules)
-        artifacts.update({"config": str(config), "rules": str(rules)})
+        request_schema = Path(tmp) / "request.schema.json"  # the typed request, for clients (not enforced)
+        request_schema.write_text(json.dumps(request_json_schema(), indent=1))
+        artifacts.update({"config": str(config), "rules": str(rules), "request_schema": str(request_schema)})
         mlflow.set_tags({f"component.{k}": v for k, v in versions.items()})
 
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from jsonschema import Draft202012Validator
 from mlflow.exceptions import MlflowException
 
 from retention.cli import main
 from retention.data.pipeline import load_split
 from retention.policy.guard import GuardRules
 from retention.serving.ledger import ContactLedger
-from retention.serving.schema import FLAT_COLUMNS, flatten
+from retention.serving.schema import FLAT_COLUMNS, flatten, request_json_schema
 from tests.integration.conftest import MODEL_URI, within
 
 pytestmark = pytest.mark.integration
@@ -183,3 +185,13 @@ def test_logged_models_hold_no_pickled_weights(bundle):
         assert not (folder / "python_model.pkl").exists(), name  # only the tiny policy component pickles
         assert (folder / "model_code.py").is_file() or any(folder.glob("*_code.py")), name
         assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 60 * 2**20, name
+
+
+def test_the_bundle_ships_the_typed_request_as_a_json_schema(bundle):
+    """``request.schema.json`` (the typed request the enforced signature cannot carry) is in the served
+    model's artifacts, is the schema this code builds, and accepts the request this module sends."""
+    with within(bundle.home, bundle.env):
+        folder = Path(mlflow.artifacts.download_artifacts("models:/retention@champion"))
+    shipped = json.loads((folder / "artifacts" / "request.schema.json").read_text())
+    assert shipped == json.loads(json.dumps(request_json_schema()))
+    Draft202012Validator(shipped).validate({"dataframe_records": [CUSTOMER]})
