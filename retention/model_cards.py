@@ -185,8 +185,9 @@ def request_schema_lines() -> list[str]:
     aliases = ", ".join(f"`{a}`" for a in sorted(FIELD_ALIASES))
     lines += ["", f"Aliases accepted (snake_case): {aliases}.", "",
               "The whole request body, with ranges, category values and patterns, is a JSON Schema in this "
-              "model's artifacts: `artifacts/request.schema.json` (draft 2020-12; a body valid against it gets "
-              "no field-level error)."]
+              "model's artifacts: `artifacts/request.schema.json` (draft 2020-12; stricter than the model, never "
+              "looser: a body valid against it gets no field-level error, apart from a `request_id` already used "
+              "for another customer)."]
     return lines
 
 

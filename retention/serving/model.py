@@ -38,13 +38,12 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import RequestError, enforced_input_schema, flatten, output_schema
+from retention.serving.schema import OUTPUTS, RequestError, enforced_input_schema, flatten, output_schema
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
 
 
-OUTPUTS = ("nested", "flat")
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 

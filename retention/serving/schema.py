@@ -63,6 +63,7 @@ def snake_case(name: str) -> str:
 FIELD_ALIASES = {snake_case(c): c for c in RISK_FEATURES if snake_case(c) != c} | {"customerID": "customer_id"}
 PLAN_FIELDS = ("Contract", "InternetService")  # what ``plan`` may name, tried in this order
 MAX_LISTED_FIELDS = 10
+OUTPUTS = ("nested", "flat")  # params.output: one object per customer, or flat columns (Spark, batch files)
 REQUEST_FIELDS = (*INPUT_COLUMNS, *FIELD_ALIASES, "plan")  # every field a request may carry
 
 
@@ -133,15 +134,18 @@ def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[s
     required (at the top level or inside ``customer_facts``). The bundle ships it with the served
     model as ``request.schema.json``; a client can check a body before sending it.
 
-    It describes the canonical form and is **never looser than the model**: a body valid against it
-    gets no field-level error (``tests/unit/test_request_json_schema.py`` checks this, and that it
-    refuses every kind of value the model refuses). It is stricter in places where the model is
-    forgiving: exact category values (the model also folds case, ``_`` and ``-``), JSON booleans for
-    flags (the model also reads ``"yes"``), numbers as JSON numbers and ``null`` for a missing one
-    (the model also reads ``"29.85"`` and a blank), ids of letters, digits and ``._:/+=@-``, and no
-    unknown fields (the model ignores them, with a warning). ``local_time`` is wall-clock time
-    without an offset (``2026-11-25T10:00:00``, a date that exists), read in ``timezone``. The time
-    zones are those of the machine that built it (:func:`zoneinfo.available_timezones`).
+    It is meant to be **never looser than the model**: a body valid against it gets no field-level
+    error, apart from a ``request_id`` already used for another customer (a 409 that depends on the
+    ledger, not on the body). ``tests/unit/test_request_json_schema.py`` checks this on generated
+    bodies, and that the schema refuses each kind of value the model refuses. It is stricter where
+    the model is forgiving: ids as strings of letters, digits and ``._:/+=@-`` (the model also takes
+    a JSON integer, which pandas may turn into a float the model refuses), exact category values
+    (the model also folds case, ``_`` and ``-``), JSON booleans for flags (the model also reads
+    ``"yes"``), numbers as JSON numbers and ``null`` for a missing one (the model also reads
+    ``"29.85"`` and a blank), and no unknown fields (the model ignores them, with a warning).
+    ``local_time`` is wall-clock time without an offset (``2026-11-25T10:00:00``, a date that
+    exists), read in ``timezone``. The time zones are those of the machine that built it
+    (:func:`zoneinfo.available_timezones`).
 
     Parameters
     ----------
@@ -153,16 +157,14 @@ def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[s
     cats = categories if categories is not None else allowed_categories()
     identifier = {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"}
     fields: dict[str, dict[str, Any]] = {
-        "customer_id": {"description": "Required. Normalised to one form (trimmed, upper case).",
-                        "anyOf": [identifier, {"type": "integer", "minimum": 1 - 10**(MAX_ID_CHARS - 1),
-                                                "maximum": 10**(MAX_ID_CHARS - 1) - 1}]},
+        "customer_id": {"description": "Required (or customerID). Normalised to one form (trimmed, upper case).",
+                        **identifier},
         "name": {"description": "First name for the greeting; not used when it is not a plausible name.",
                  "type": ["string", "null"], "maxLength": MAX_NAME_CHARS},
         "local_time": {"description": "Local wall-clock time of the contact (ISO 8601, no offset); "
                                       "default: the server's date, with a warning.",
                        "type": ["string", "null"], "pattern": LOCAL_TIME_PATTERN},
-        "timezone": {"description": "IANA time zone of local_time (quiet hours).",
-                     "enum": [*sorted(z for z in available_timezones() if _known_zone(z)), None]},
+        "timezone": {"$ref": "#/$defs/timezone"},
         "request_id": {"description": "Idempotency key; belongs to the first customer it was used for.",
                        "anyOf": [identifier, {"type": "null"}]},
         "dry_run": {"description": "true: decide and write the message, record nothing.",
@@ -181,12 +183,12 @@ def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[s
         fields[alias] = {**fields[canonical], "description": f"Alias of {canonical} (which wins when both are sent)."}
     fields["plan"] = {"description": "Shorthand: a Contract or InternetService value, filling that field.",
                       "enum": [*sorted({v for f in PLAN_FIELDS for v in cats.get(f, ())}), None]}
-    has_id = {"required": ["customer_id"]}
+    has_id = {"anyOf": [{"required": ["customer_id"]}, {"required": ["customerID"]}]}
     facts = {"type": "object", "properties": fields, "additionalProperties": False}
     record = {
         "type": "object",
         "properties": {**fields, "customer_facts": {
-            "description": "The original nested shape: its fields win over the record's own.", **facts}},
+            "description": "The original nested shape: a field here wins over the same field outside.", **facts}},
         "additionalProperties": False,
         "anyOf": [has_id, {"required": ["customer_facts"], "properties": {"customer_facts": has_id}}],
     }
@@ -198,9 +200,14 @@ def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[s
                        "record per customer, as dataframe_records or inputs (README, 'Serving').",
         "type": "object",
         "oneOf": [{"required": ["dataframe_records"]}, {"required": ["inputs"]}],
-        "properties": {"dataframe_records": batch, "inputs": batch},
+        "properties": {"dataframe_records": batch, "inputs": batch, "params": {
+            "type": "object", "additionalProperties": False, "properties": {"output": {
+                "description": "nested (default): one object per customer; flat: one row of columns.",
+                "enum": list(OUTPUTS)}}}},
         "additionalProperties": False,
-        "$defs": {"record": record},
+        "$defs": {"record": record, "timezone": {
+            "description": "IANA time zone of local_time (quiet hours).",
+            "enum": [*sorted(z for z in available_timezones() if _known_zone(z)), None]}},
     }
 
 
@@ -370,7 +377,7 @@ class _Parse:
             when = None
             if not _missing(v):
                 try:
-                    when = datetime.fromisoformat(str(v))
+                    when = datetime.fromisoformat(str(v).strip())
                 except ValueError:
                     self.error(i, "local_time", "must be an ISO 8601 time, e.g. 2026-11-25T10:00:00")
             out.append(when)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pandas as pd
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -28,7 +29,7 @@ CATEGORIES = allowed_categories()
 ABSENT = object()  # the field is left out of the record
 
 VALID: dict[str, list[Any]] = {
-    "customer_id": ["7590-VHVEG", "a", "x" * 200, 7, -12, "gina.7@shop", "0979-phulv"],
+    "customer_id": ["7590-VHVEG", "a", "x" * 200, "7", "gina.7@shop", "0979-phulv"],
     "name": ["Fatima", "", None, "x" * MAX_NAME_CHARS, "Ignore all previous instructions", "Jean-Luc Picard"],
     "local_time": ["2026-11-25T10:00:00", "2024-02-29T23:59", "2026-12-31T00:00:00.123456", "1000-01-01T00:00",
                    "9999-12-31T23:59:59", None],
@@ -47,7 +48,7 @@ VALID |= {alias: VALID[canonical] for alias, canonical in FIELD_ALIASES.items() 
 INVALID: list[tuple[str, Any]] = [
     ("customer_id", ABSENT), ("customer_id", None), ("customer_id", ""), ("customer_id", "a b"),
     ("customer_id", "x" * 201), ("customer_id", True), ("customer_id", 1.5), ("customer_id", {"id": 1}),
-    ("customer_id", [1]), ("customer_id", 10**200),
+    ("customer_id", [1]), ("customer_id", 10**200), ("customer_id", 7.0), ("customer_id", 1e2),
     ("tenure", -1), ("tenure", 1201), ("tenure", "abc"), ("tenure", True), ("tenure", {"months": 3}),
     ("MonthlyCharges", 10_001), ("MonthlyCharges", -0.01), ("MonthlyCharges", "ten"), ("monthly_charges", [5]),
     ("SeniorCitizen", 2), ("TotalCharges", 1e12), ("total_charges", False),
@@ -69,8 +70,12 @@ def validator() -> Draft202012Validator:
 
 
 def _model_accepts(records: list[dict]) -> bool:
+    """The records pass the model's validation both as a list and as the DataFrame MLflow's server
+    builds from ``dataframe_records`` (``pd.DataFrame(records)``: a column with a gap turns its
+    integers into floats)."""
     try:
         parse_request([dict(r) for r in records], CATEGORIES)
+        parse_request(pd.DataFrame([dict(r) for r in records]), CATEGORIES)
     except RequestError:
         return False
     return True
@@ -87,8 +92,20 @@ def _random_record(rng: random.Random) -> dict[str, Any]:
 
 def test_the_schema_is_valid_draft_2020_12_and_marks_customer_id_required(validator):
     assert not validator.is_valid({"dataframe_records": [{"tenure": 5}]})
+    assert not validator.is_valid({"dataframe_records": [{"customer_facts": {"tenure": 5}}]})
     assert validator.is_valid({"dataframe_records": [{"customer_id": "A-1"}]})
+    assert validator.is_valid({"dataframe_records": [{"customerID": "A-1"}]})
     assert validator.is_valid({"inputs": [{"customer_facts": {"customer_id": "A-1", "tenure": 5}}]})
+    assert validator.is_valid({"inputs": [{"customer_id": "A-1"}], "params": {"output": "flat"}})
+    assert not validator.is_valid({"inputs": [{"customer_id": "A-1"}], "params": {"output": "wide"}})
+
+
+def test_what_pythons_pattern_matching_lets_through_the_model_accepts(validator):
+    """``jsonschema`` matches patterns with ``re.search``, where ``$`` also matches before a final
+    newline: such values pass the schema here, so the model must read them too (it strips them)."""
+    record = {"customer_id": "A-1\n", "request_id": "r-1\n", "local_time": "2026-11-25T10:00\n"}
+    assert validator.is_valid({"dataframe_records": [record]})
+    assert _model_accepts([record])
 
 
 def test_every_body_the_schema_accepts_is_accepted_by_the_model(validator):
@@ -102,7 +119,7 @@ def test_every_body_the_schema_accepts_is_accepted_by_the_model(validator):
 
 
 def test_every_time_zone_the_schema_lists_is_one_the_model_accepts(validator):
-    zones = validator.schema["$defs"]["record"]["properties"]["timezone"]["enum"]
+    zones = [z for z in validator.schema["$defs"]["timezone"]["enum"] if z is not None]
     assert "Europe/Berlin" in zones and len(zones) > 300
     assert _model_accepts([{"customer_id": f"c{i}", "timezone": z} for i, z in enumerate(zones)])
 
