@@ -400,13 +400,16 @@ class Shield:
         return named if not self.check(named, clean, offer_pct) else nameless
 
     def enforce(self, text: str | None, name: str, offer_pct: int, when: datetime | None = None,
-                timezone: str | None = None) -> ShieldResult:
-        """Check ``text``; pass it through, or block it and return the approved template instead."""
+                timezone: str | None = None, missing: str = "no generated text (timeout or generator unavailable)"
+                ) -> ShieldResult:
+        """Check ``text``; pass it through, or block it and return the approved template instead.
+
+        ``missing`` is the ``no_candidate`` violation's detail when there is no text to check.
+        """
         if offer_pct not in OFFER_PERCENTAGES:
             raise ValueError(f"offer_pct must be one of {OFFER_PERCENTAGES}, got {offer_pct!r}")
         send_at = self.send_time(when, timezone)
-        violations = self.check(text, name, offer_pct) if text is not None else [
-            Violation("no_candidate", "no generated text (timeout or generator unavailable)")]
+        violations = self.check(text, name, offer_pct) if text is not None else [Violation("no_candidate", missing)]
         if not violations:
             return ShieldResult(text=text, source="generator", passed=True, send_at=send_at)
         return ShieldResult(text=self.template(name, offer_pct), source="template", passed=False,

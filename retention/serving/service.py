@@ -240,10 +240,18 @@ class DecisionService:
 
     def _enforce(self, writes, records, facts, texts) -> None:
         """Pass every message through the shield; the approved template replaces a failed or missing one."""
+        if self.generator is None:  # by design: the bundle had no champion message-generator
+            missing, warning = ("no generator: this bundle has no champion message-generator",
+                                "approved template used: this bundle has no champion message-generator "
+                                "(its gate verdict is on its versions in the registry)")
+        else:
+            missing, warning = ("no generated text (time budget spent or generator fault)",
+                                "message generation timed out or failed: template used")
         for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
-            result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"])
+            result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"],
+                                         missing=missing)
             r["message"], r["message_source"] = result.text, result.source
             r["safety"] = {"passed": result.passed, "violations": [v.as_dict() for v in result.violations],
                            "send_at": result.send_at.isoformat() if result.send_at else None}
             if text is None:
-                r["metadata"]["warnings"].append("message generation timed out or is unavailable: template used")
+                r["metadata"]["warnings"].append(warning)

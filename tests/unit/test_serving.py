@@ -277,6 +277,9 @@ def test_service_decides_records_and_answers_with_a_safe_message(ledger):
     out = _service(ledger).decide(pd.DataFrame([{**CUSTOMER, "request_id": "r-1"}]), now=NOW)
     row = out.iloc[0]
     assert row["decision"]["contact"] and row["message_source"] == "template"  # no generator: template
+    assert any("no champion message-generator" in w for w in row["metadata"]["warnings"])  # the real cause
+    assert row["safety"]["violations"] == [{"rule": "no_candidate", "detail": "no generator: this bundle has no "
+                                            "champion message-generator"}]
     assert default_shield().check(row["message"], "Maria", row["decision"]["offer_percentage"]) == []
     assert row["metadata"]["churn_risk"] == pytest.approx(0.6) and ledger.summary()["contacts"] == 1
     again = _service(ledger).decide(pd.DataFrame([{**CUSTOMER, "request_id": "r-1"}]), now=NOW)
@@ -354,6 +357,8 @@ def test_a_generator_fault_falls_back_to_the_template(ledger, monkeypatch):
                               default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"})
     row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
     assert row["decision"]["contact"] and row["message_source"] == "template"
+    assert "message generation timed out or failed: template used" in row["metadata"]["warnings"]
+    assert not any("no champion" in w for w in row["metadata"]["warnings"])
     assert ledger.summary()["contacts"] == 1
 
 
