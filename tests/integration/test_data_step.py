@@ -73,6 +73,20 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     out = capsys.readouterr().out
     assert "reusing finished 'data'" in out and "reusing finished 'evaluate_policy'" in out
     shutil.rmtree(tracking / "data" / "processed" / "telco")
-    steps.main(cfg, params)
+    # Only `data` is at stake now: stop main when it asks for the next step. (With a new data run id
+    # every later step would re-run: a second full chain, minutes on a slow CPU, that tests nothing new.)
+    real_run_step = steps.run_step
+
+    class NextStep(Exception):
+        pass
+
+    def run_data_only(entry_point, *args, **kwargs):
+        if entry_point != "data":
+            raise NextStep(entry_point)
+        return real_run_step(entry_point, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "run_step", run_data_only)
+    with pytest.raises(NextStep, match="train_risk"):
+        steps.main(cfg, params)
     out = capsys.readouterr().out
     assert "outputs changed: re-running" in out and (tracking / "data/processed/telco/test.parquet").is_file()
