@@ -39,15 +39,16 @@ def test_serving_settings_are_overridable_at_load_time(bundle, tmp_path):
 
 
 def test_flat_output_is_the_nested_response_flattened(bundle, tmp_path):
+    # predictions inside `within` too: each records a trace, which belongs in the bundle's store
     with within(bundle.home, {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}):
         model = mlflow.pyfunc.load_model(MODEL_URI)
-    request = pd.DataFrame([CUSTOMER, {**CUSTOMER, "customer_id": "b-2", "with_message": False}])
-    nested = model.predict(request)
-    flat = model.predict(request, params={"output": "flat"})
+        request = pd.DataFrame([CUSTOMER, {**CUSTOMER, "customer_id": "b-2", "with_message": False}])
+        nested = model.predict(request)
+        flat = model.predict(request, params={"output": "flat"})
+        with pytest.raises(MlflowException, match="params.output"):
+            model.predict(request, params={"output": "xml"})
     assert list(flat.columns) == list(FLAT_COLUMNS)
     pd.testing.assert_frame_equal(flat, flatten(nested))
-    with pytest.raises(MlflowException, match="params.output"):
-        model.predict(request, params={"output": "xml"})
 
 
 def test_fields_mlflow_dropped_are_named_only_in_the_call_that_sent_them(bundle, tmp_path):
@@ -56,13 +57,13 @@ def test_fields_mlflow_dropped_are_named_only_in_the_call_that_sent_them(bundle,
     no later call on the thread."""
     with within(bundle.home, {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}):
         model = mlflow.pyfunc.load_model(MODEL_URI)
-    clean = {**CUSTOMER, "customer_id": "drop-1", "dry_run": True}
-    out = model.predict(pd.DataFrame([{**clean, "loyalty_tier": "gold"}]))
-    assert "loyalty_tier" in " ".join(out["metadata"][0]["warnings"])
-    with pytest.raises(MlflowException):
-        model.predict(pd.DataFrame([{**clean, "poisoned_field": 1}]), params={"output": ["not", "a", "string"]})
-    out = model.predict(pd.DataFrame([clean]))
-    assert "unknown field" not in " ".join(out["metadata"][0]["warnings"])
+        clean = {**CUSTOMER, "customer_id": "drop-1", "dry_run": True}
+        first = model.predict(pd.DataFrame([{**clean, "loyalty_tier": "gold"}]))
+        with pytest.raises(MlflowException):
+            model.predict(pd.DataFrame([{**clean, "poisoned_field": 1}]), params={"output": ["not", "a", "string"]})
+        later = model.predict(pd.DataFrame([clean]))
+    assert "loyalty_tier" in " ".join(first["metadata"][0]["warnings"])
+    assert "unknown field" not in " ".join(later["metadata"][0]["warnings"])
 
 
 def test_score_command_writes_flat_decisions_and_names_the_bad_record(bundle, tmp_path, capsys):
@@ -108,6 +109,7 @@ def test_without_a_champion_generator_the_bundle_sends_templates(bundle, tmp_pat
             assert new.version != composite and "templates" in new.tags["gate.reasons"]
             out = mlflow.pyfunc.load_model(f"models:/retention/{new.version}").predict(pd.DataFrame([CUSTOMER]))
             assert out.iloc[0]["decision"]["contact"] and out.iloc[0]["message_source"] == "template"
+            assert any("no champion message-generator" in w for w in out.iloc[0]["metadata"]["warnings"])
         finally:  # the other tests serve the original champion
             client.set_registered_model_alias("message-generator", "champion", generator)
             client.set_registered_model_alias("retention", "champion", composite)
