@@ -400,7 +400,7 @@ class Shield:
         return named if not self.check(named, clean, offer_pct) else nameless
 
     def enforce(self, text: str | None, name: str, offer_pct: int, when: datetime | None = None,
-                timezone: str | None = None, missing: str = "no generated text (timeout or generator unavailable)"
+                timezone: str | None = None, missing: str = "no generated text"
                 ) -> ShieldResult:
         """Check ``text``; pass it through, or block it and return the approved template instead.
 

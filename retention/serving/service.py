@@ -9,7 +9,8 @@ For a batch of customer records:
 4. read each customer's state (days since contact, fatigue, cooldown, budget) from the ledger;
 5. ask the policy, then apply the **guard** (hard constraints) to its answer;
 6. write messages in batches under a time budget and pass each through the **shield**. On a
-   timeout, a generator fault or a block, the approved template is sent. No unsafe message leaves;
+   timeout, a generator fault or a block, and when the bundle has no champion generator, the
+   approved template is sent. No unsafe message leaves;
 7. unless ``dry_run``, commit the batch to the ledger in **one transaction**: each contact is
    re-checked and booked together with its response. A refusal (budget gone, a concurrent contact)
    turns that decision into "no contact", with a warning. Nothing is booked before this step, so a
@@ -240,10 +241,14 @@ class DecisionService:
 
     def _enforce(self, writes, records, facts, texts) -> None:
         """Pass every message through the shield; the approved template replaces a failed or missing one."""
-        if self.generator is None:  # by design: the bundle had no champion message-generator
+        if self.generator is None and str(self.versions.get("message-generator", "none")).startswith("none"):
+            # by design: no message-generator version passed its gate when this bundle was made
             missing, warning = ("no generator: this bundle has no champion message-generator",
                                 "approved template used: this bundle has no champion message-generator "
                                 "(its gate verdict is on its versions in the registry)")
+        elif self.generator is None:  # a bundled generator this service was built without (with_generator=False)
+            missing, warning = ("no generator: this service was loaded without its message-generator",
+                                "approved template used: this service was loaded without its message-generator")
         else:
             missing, warning = ("no generated text (time budget spent or generator fault)",
                                 "message generation timed out or failed: template used")

@@ -287,6 +287,19 @@ def test_service_decides_records_and_answers_with_a_safe_message(ledger):
     assert ledger.summary()["contacts"] == 1
 
 
+def test_a_service_loaded_without_its_bundled_generator_says_so(ledger):
+    """``build_service(with_generator=False)`` (monitoring traffic) leaves out a champion generator: the
+    template's reason must not claim the bundle has none."""
+    cfg = load_config("smoke")
+    service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), None, default_shield(),
+                              cfg.env, cfg.serving, ledger, {"churn-risk": "1", "message-generator": "3"})
+    row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
+    assert row["message_source"] == "template"
+    warnings = row["metadata"]["warnings"]
+    assert "approved template used: this service was loaded without its message-generator" in warnings
+    assert not any("no champion" in w for w in row["metadata"]["warnings"])
+
+
 def test_state_comes_from_the_ledger_not_the_request(ledger):
     service = _service(ledger)
     service.decide(pd.DataFrame([CUSTOMER]), now=NOW)
