@@ -43,6 +43,24 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True)
+def _traces_only_into_a_test_store(request):
+    """A decision records an MLflow trace, exported in the background to the store current *then*. A
+    unit test without the ``tracking`` store would send it wherever an earlier test left MLflow (a
+    "No Experiment with id=1" warning, or a trace in the checkout's ./mlflow.db), so tracing is off
+    there. Tests with ``tracking`` and integration tests (each in its own store) keep it on."""
+    import mlflow
+
+    if "tracking" in request.fixturenames or request.node.get_closest_marker("integration"):
+        yield
+        return
+    mlflow.tracing.disable()
+    try:
+        yield
+    finally:
+        mlflow.tracing.enable()
+
+
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     """An isolated MLflow store: sqlite in tmp_path, artifacts in tmp_path/mlartifacts (cwd = tmp_path)."""
