@@ -46,6 +46,8 @@ from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, off
 from retention.tracking import span
 
 log = logging.getLogger(__name__)
+# the bundle's version entry for message-generator when no version passed its gate (templates only)
+NO_CHAMPION_GENERATOR = "none (no champion: approved templates only)"
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "mon", "mon")  # weekend -> next contact day in Bank data
 
@@ -241,7 +243,8 @@ class DecisionService:
 
     def _enforce(self, writes, records, facts, texts) -> None:
         """Pass every message through the shield; the approved template replaces a failed or missing one."""
-        if self.generator is None and str(self.versions.get("message-generator", "none")).startswith("none"):
+        bundled = self.versions.get("message-generator", NO_CHAMPION_GENERATOR)
+        if self.generator is None and bundled == NO_CHAMPION_GENERATOR:
             # by design: no message-generator version passed its gate when this bundle was made
             missing, warning = ("no generator: this bundle has no champion message-generator",
                                 "approved template used: this bundle has no champion message-generator "

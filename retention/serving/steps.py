@@ -45,6 +45,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.registry import CHALLENGER, CHAMPION
     from retention.serving.model import COMPONENTS, MODEL_CODE, build_service, signature
     from retention.serving.schema import allowed_categories, request_json_schema
+    from retention.serving.service import NO_CHAMPION_GENERATOR
 
     client = MlflowClient()
     with step_run("bundle", cfg, params) as run, tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +55,7 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                 mv = client.get_model_version_by_alias(name, CHAMPION)
             except mlflow.exceptions.MlflowException:
                 if key == "generator":  # never serve an ungated generator: the approved templates go out
-                    versions[name] = "none (no champion: approved templates only)"
+                    versions[name] = NO_CHAMPION_GENERATOR
                     print("bundle: message-generator has no champion version; the bundle sends the approved "
                           "templates (the generator's gate verdict is on its versions in the registry)")
                     continue
