@@ -26,7 +26,7 @@ help:
 	@echo "make serve  - serve $(SERVE_MODEL) on $(HOST):8080"
 	@echo "make ui     - MLflow UI on $(HOST):5000"
 	@echo "make monitor - Evidently UI on $(HOST):8000 (the drift snapshots in monitoring/workspace)"
-	@echo "make lint   - ruff check"
+	@echo "make lint   - ruff check, and lint-imports (imports run one way: pyproject.toml)"
 	@echo "make tracking-server - mlflow server on Postgres + GCS (local: throwaway cluster + emulator) on $(HOST):$(TRACKING_PORT)"
 	@echo "make image / image-cuda - build the Vertex AI job images (IMAGE=REGION-docker.pkg.dev/PROJECT/retention/retention:TAG)"
 	@echo "make vertex-dry-run - write every step's Vertex AI CustomJob spec to vertex-jobs/ (nothing submitted)"
@@ -63,6 +63,7 @@ monitor: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache

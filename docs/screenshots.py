@@ -42,10 +42,10 @@ def screenshot(html: Path, png: Path, width: int = 1400, height: int = 1500) -> 
 def main() -> None:
     from retention.config import load_config
     from retention.data.pipeline import load_split
+    from retention.data.steps import processed_dir_of
     from retention.monitoring.drift import send_traffic
     from retention.monitoring.steps import drift
     from retention.serving.model import service_from_uri
-    from retention.steps import processed_dir_of
     from retention.tracking import configure_tracking
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

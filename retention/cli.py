@@ -91,17 +91,17 @@ def _params(args: argparse.Namespace, cfg) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from retention import steps
+    from retention.data.steps import data
 
     cfg = _config(args)
-    steps.data(cfg, _params(args, cfg), progress=not args.no_progress)
+    data(cfg, _params(args, cfg), progress=not args.no_progress)
 
 
 def cmd_main(args: argparse.Namespace) -> None:
-    from retention import steps
+    from retention.pipeline import main as run_main
 
     cfg = _config(args)
-    steps.main(cfg, _params(args, cfg), reuse=args.reuse)
+    run_main(cfg, _params(args, cfg), reuse=args.reuse)
 
 
 def _run_id_option(name: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -111,8 +111,7 @@ def _run_id_option(name: str, help_text: str) -> Callable[[argparse.ArgumentPars
     return add
 
 
-def _step(func_name: str, keys: tuple[str, ...],
-          module: str = "retention.steps") -> Callable[[argparse.Namespace], None]:
+def _step(func_name: str, keys: tuple[str, ...], module: str) -> Callable[[argparse.Namespace], None]:
     """A command that runs ``<module>.<func_name>`` with ``profile`` and the run-id options."""
 
     def run(args: argparse.Namespace) -> None:
@@ -255,33 +254,38 @@ def _review_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from retention import steps
+    from pathlib import Path
 
-    steps.write_default_experiment()
+    import mlflow
+
+    from retention.tracking import configure_tracking
+
+    exp_id = configure_tracking()
+    print(f"experiment id {exp_id} at {mlflow.get_tracking_uri()} (artifacts: {Path('mlartifacts').resolve()})")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[Callable]]] = {
     "init": (cmd_init, "create the MLflow experiment (sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
     "data": (cmd_data, "resolve, validate (Great Expectations), clean and split the raw data",
              [_common, _data_options]),
-    "train_risk": (_step("train_risk", ("data_run_id",)),
+    "train_risk": (_step("train_risk", ("data_run_id",), "retention.tabular.steps"),
                    "train the calibrated churn-risk model (Telco) and register it as 'churn-risk'",
                    [_common, _run_id_option("data_run_id", "run id of the 'data' step to read (default: none = "
                                             "the configured data.processed_dir)")]),
-    "train_accept": (_step("train_accept", ("data_run_id",)),
+    "train_accept": (_step("train_accept", ("data_run_id",), "retention.tabular.steps"),
                      "train the calibrated, offer-monotone acceptance model (Bank) and register 'offer-accept'",
                      [_common, _run_id_option("data_run_id", "run id of the 'data' step to read (default: none = "
                                               "the configured data.processed_dir)")]),
-    "promote": (_step("promote", ("risk_run_id", "accept_run_id")),
+    "promote": (_step("promote", ("risk_run_id", "accept_run_id"), "retention.tabular.steps"),
                 "gate the candidate models: alias 'champion' if they pass, else 'challenger' (with the reasons)",
                 [_common, _run_id_option("risk_run_id", "train_risk run whose version to gate (default: latest)"),
                  _run_id_option("accept_run_id", "train_accept run whose version to gate (default: latest)")]),
-    "train_policy": (_step("train_policy", ("data_run_id", "promote_run_id")),
+    "train_policy": (_step("train_policy", ("data_run_id", "promote_run_id"), "retention.policy.steps"),
                      "train the PPO-Lagrangian retention policy on cohorts of Telco train customers",
                      [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                       _run_id_option("promote_run_id", "run id of the 'promote' step whose champions to use "
                                      "(recorded; the champion aliases are read either way)")]),
-    "evaluate_policy": (_step("evaluate_policy", ("data_run_id", "policy_run_id")),
+    "evaluate_policy": (_step("evaluate_policy", ("data_run_id", "policy_run_id"), "retention.policy.steps"),
                         "evaluate PPO, the baselines and the index policy against the Lagrangian and LP "
                         "bounds on held-out campaigns, paired; gate the champion",
                         [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
@@ -305,7 +309,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
                                  "the aliases proxy and gold)")]),
     "review-messages": (cmd_review_messages, "write a blind review sheet (HTML + CSV, hidden key) of a ppo_text "
                         "run's paired messages for people to label (not an entry point)", [_review_options]),
-    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id", "generator_run_id")),
+    "bundle": (_step("bundle", ("data_run_id", "evaluate_run_id", "sft_run_id", "promote_run_id", "generator_run_id"),
+                         "retention.serving.steps"),
                "compose the champion models into the served 'retention' model; print demo decisions",
                [_common, _run_id_option("data_run_id", "run id of the 'data' step (default: none)"),
                 _run_id_option("evaluate_run_id", "evaluate_policy run whose champion policy is bundled (recorded)"),

@@ -131,11 +131,13 @@ def _fmt(value: float) -> str:
 
 def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Mapping[str, str],
                  run_id: str | None = None, extra: Mapping[str, str] | None = None,
-                 aliases: Sequence[str] = (), components: Mapping[str, str] | None = None) -> str:
+                 aliases: Sequence[str] = (), components: Mapping[str, str] | None = None,
+                 appendix: Sequence[str] = ()) -> str:
     """The Markdown card of one version: ``metrics`` are the run's logged values, ``tags`` and
     ``aliases`` the version's (the gate's verdict and reasons are its ``gate.*`` tags), ``extra``
     more rows of the metrics table (label -> text), ``components`` the composite's registered parts
-    (model -> version), shown as their own table."""
+    (model -> version), shown as their own table, ``appendix`` Markdown lines added at the end (the
+    composite's typed request, from :func:`retention.serving.schema.request_schema_lines`)."""
     card = CARDS[name]
     lines = [f"**{name} v{version}**" + (f", logged by run `{run_id}`" if run_id else ""), "",
              f"**Predicts**: {card.predicts}", "", f"**Training data**: {card.data}", ""]
@@ -159,44 +161,19 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
     else:
         lines.append(f"**Gate**: none for this model (aliases now: {held})")
     lines += ["", "**Known limits**:", *[f"- {limit}" for limit in card.limits]]
-    if name == "retention":
-        lines += ["", *request_schema_lines()]
+    if appendix:
+        lines += ["", *appendix]
     return "\n".join(lines)
 
 
-def request_schema_lines() -> list[str]:
-    """The typed request (:func:`retention.serving.schema.input_schema`) as a Markdown table.
-
-    The served model's enforced signature (:func:`retention.serving.schema.enforced_input_schema`)
-    declares every field optional ``any``, so that each value reaches the field-level validation; the
-    card is where a client reads the types and what is required.
-    """
-    from retention.serving.schema import FIELD_ALIASES, input_schema
-
-    lines = ["**Request fields** (typed here; the enforced signature declares them optional `any`, because "
-             "MLflow's typed checks would alter or quote request values; the model answers a wrong value "
-             "with a field-level error):", "",
-             "| field | type | required |", "| --- | --- | --- |"]
-    for spec in input_schema().inputs:
-        if spec.name in FIELD_ALIASES:
-            continue  # snake_case aliases carry their field's type
-        lines.append(f"| `{spec.name}` | {spec.type if not hasattr(spec.type, 'name') else spec.type.name} | "
-                     f"{'required' if spec.required else 'optional'} |")
-    aliases = ", ".join(f"`{a}`" for a in sorted(FIELD_ALIASES))
-    lines += ["", f"Aliases accepted (snake_case): {aliases}.", "",
-              "The whole request body, with ranges, category values and patterns, is a JSON Schema in this "
-              "model's artifacts: `artifacts/request.schema.json` (draft 2020-12; stricter than the model, never "
-              "looser: a body valid against it gets no field-level error, apart from a `request_id` already used "
-              "for another customer)."]
-    return lines
-
-
 def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Mapping[str, float] | None = None,
-                extra: Mapping[str, str] | None = None, components: Mapping[str, str] | None = None) -> str:
+                extra: Mapping[str, str] | None = None, components: Mapping[str, str] | None = None,
+                appendix: Sequence[str] = ()) -> str:
     """Write the registered model's card and version ``version``'s card; return the version's text.
 
     ``metrics`` defaults to what the version's run logged; ``extra`` adds rows to its table;
-    ``components`` (the composite's registered parts and their versions) is a table of its own. Safe
+    ``components`` (the composite's registered parts and their versions) is a table of its own;
+    ``appendix`` is added at the end (see :func:`version_card`). Safe
     to call again (after a gate): the cards are rewritten from the registry's current state.
     """
     if name not in CARDS:
@@ -212,7 +189,8 @@ def write_cards(client: MlflowClient, name: str, version: str | int, metrics: Ma
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         except MlflowException:
             metrics = {}
-    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra, list(mv.aliases or ()), components)
+    text = version_card(name, str(version), metrics, mv.tags, mv.run_id, extra, list(mv.aliases or ()), components,
+                        appendix)
     client.update_model_version(name, str(version), description=text)
     model_id = logged_model_id(mv)
     if model_id:  # the logged model's page (the experiment's Models tab) shows the card too

@@ -177,41 +177,6 @@ def describe_run(text: str) -> None:
     mlflow.set_tag(NOTE, text)
 
 
-def split_dataset(processed_dir: Path | str, dataset: str, split: str, df: Any = None):
-    """The MLflow dataset of one processed split, as the ``data`` run logged it.
-
-    Name (``telco-train``), source (the Parquet file), targets and digest (the manifest's sha256)
-    are the same as in the ``data`` run, so MLflow shows one dataset used by every run that read it:
-    the lineage from ``data`` to each training and evaluation run.
-    """
-    import warnings
-
-    from retention.data.pipeline import DATASETS, load_split, read_manifest
-
-    info = read_manifest(processed_dir)["datasets"][dataset][split]
-    if df is None:
-        df = load_split(processed_dir, dataset, split)
-    with warnings.catch_warnings():
-        # MLflow hints about ambiguous local sources and integer columns: not actionable here.
-        warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(df, source=str((Path(processed_dir) / info["path"]).resolve()),
-                                       name=f"{dataset}-{split}", targets=DATASETS[dataset],
-                                       digest=info["sha256"][:16])
-
-
-def log_split_inputs(processed_dir: Path | str, dataset: str, splits: Mapping[str, Any] | tuple[str, ...]) -> dict:
-    """``log_input`` each split of ``dataset`` this run read (context = the split); returns the datasets.
-
-    ``splits`` is a tuple of split names, or a mapping ``split -> DataFrame`` when already loaded.
-    """
-    frames = dict(splits) if isinstance(splits, Mapping) else dict.fromkeys(splits)
-    out = {}
-    for split, df in frames.items():
-        out[split] = split_dataset(processed_dir, dataset, split, df)
-        mlflow.log_input(out[split], context=split)
-    return out
-
-
 def span(enabled: bool, name: str, span_type: str = "UNKNOWN", **attributes: Any):
     """An MLflow tracing span (a new trace when none is active), or a no-op when ``enabled`` is false.
 

@@ -59,7 +59,7 @@ import pandas as pd
 
 from retention.messaging.prompts import MessageFacts, facts_from_record
 from retention.messaging.sft_data import FIRST_NAMES, OPT_OUTS, _hh_to_messages, name_for, reference_message
-from retention.policy import OFFER_PERCENT
+from retention.offers import OFFER_PERCENT
 
 COLUMNS = ("pair_id", "source", "family", "customerID", "name", "offer_pct", "prompt", "chosen", "rejected")
 DOMAIN = "domain"

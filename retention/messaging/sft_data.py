@@ -21,7 +21,7 @@ import pandas as pd
 from retention.data.preferences import ASSISTANT_TAG, HUMAN_TAG
 from retention.messaging.prompts import build_messages, facts_from_record
 from retention.messaging.shield import Shield, default_shield
-from retention.policy import OFFER_PERCENT
+from retention.offers import OFFER_PERCENT
 
 FIRST_NAMES = (
     "Maria", "James", "Aisha", "Chen", "Olivia", "Mateo", "Priya", "Noah", "Fatima", "Liam", "Sofia", "Kwame",

@@ -1,4 +1,4 @@
-"""The message generator's steps, ``sft``, ``train_reward`` and ``ppo_text``; run plumbing is :mod:`retention.steps`.
+"""The message generator's steps, ``sft``, ``train_reward`` and ``ppo_text``; run plumbing is :mod:`retention.runs`.
 
 ``sft``
     Fine-tunes the base model with a LoRA adapter (:mod:`retention.messaging.sft`), evaluates base and
@@ -33,12 +33,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import mlflow_tags
 
 from retention.config import Config
+from retention.data.steps import log_split_inputs, processed_dir_of
 from retention.errors import ConfigError, RegistryError
 from retention.messaging.model import generator_requirements
 from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code
-from retention.steps import processed_dir_of, step_run
-from retention.tracking import log_split_inputs
+from retention.runs import step_run
 
 GENERATOR = "message-generator"
 REWARD = "reward-model"
@@ -97,7 +97,7 @@ def _decisions(customers: pd.DataFrame, n: int, seed: int, cycle: bool) -> list:
     import random
 
     from retention.messaging.preferences import facts_for
-    from retention.policy import OFFER_PERCENT
+    from retention.offers import OFFER_PERCENT
 
     rows = customers.head(n) if cycle else customers.sample(n=min(n, len(customers)), random_state=seed)
     rng = random.Random(seed)
@@ -427,7 +427,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging.prompts import facts_from_record
     from retention.messaging.sft import train_sft
     from retention.messaging.sft_data import name_for, sft_dataset
-    from retention.policy import OFFER_PERCENT
+    from retention.offers import OFFER_PERCENT
 
     m = cfg.messaging
     with step_run("sft", cfg, params) as run:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from retention.errors import EmptyWindowError, MonitoringError
-from retention.policy import OFFER_PERCENT
+from retention.offers import OFFER_PERCENT
 from retention.serving import inference_log
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -148,7 +148,7 @@ def reference_customers(model_uri: str, cfg: Config):
     from mlflow.exceptions import MlflowException
 
     from retention.data.pipeline import load_split
-    from retention.steps import processed_dir_of
+    from retention.data.steps import processed_dir_of
 
     data_run = "none"
     try:
@@ -177,8 +177,8 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
         validate_window,
     )
     from retention.monitoring.outcomes import join_outcomes, read_outcomes
+    from retention.runs import step_run
     from retention.serving.model import service_from_uri
-    from retention.steps import step_run
 
     window = str(params.get("window") or "7d")
     url = ledger_url_of(params.get("ledger_url"), cfg)
@@ -252,9 +252,9 @@ def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
     """Decide the held-out Telco *test* customers through ``model_uri`` as dry runs (nothing is booked),
     into the configured ledger's inference log: a first window for the ``drift`` step of ``make run``."""
     from retention.data.pipeline import load_split
+    from retention.data.steps import processed_dir_of
     from retention.monitoring.drift import send_traffic
     from retention.serving.model import service_from_uri
-    from retention.steps import processed_dir_of
 
     service = service_from_uri(model_uri, with_generator=False,
                                serving_overrides={"ledger_url": ledger_url_of("none", cfg)})

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from retention.config import EnvConfig
-from retention.policy.baselines import Policy
 from retention.policy.env import OBS_COLUMNS
 
 MASK_COLUMNS = ("contact_ok", "offer_ok_0", "offer_ok_1", "offer_ok_2", "offer_ok_3")
@@ -34,7 +33,7 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
     if kind == "ppo":
         import torch
 
-        from retention.policy.ppo_lagrangian import Agent
+        from retention.policy.ppo_lagrangian import Agent, AgentPolicy
 
         index = bool(spec.get("index_features", False))
         agent = Agent(hidden=spec["hidden"], ltv_months=env.ltv_months, offer_months=env.offer_months,
@@ -64,26 +63,6 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
         policy.cutoffs = np.array([spec["cutoff"]])
         return policy
     raise ValueError(f"unknown policy kind {kind!r}")
-
-
-class AgentPolicy(Policy):
-    """PPO agent as a :class:`~retention.policy.baselines.Policy` (arg-max actions within the mask).
-
-    With index features (``env``, ``lam``, ``decay`` given) the DP advantages are computed from the
-    observation rows before the network sees them, in evaluation and serving alike.
-    """
-
-    name = "ppo"
-
-    def __init__(self, agent, env: EnvConfig | None = None, lam: float = 0.0, decay: np.ndarray | None = None):
-        self.agent, self.env, self.lam, self.decay = agent, env, lam, decay
-
-    def act(self, obs: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
-        from retention.policy.ppo_lagrangian import full_mask, index_inputs
-
-        if getattr(self.agent, "n_extra", 0):
-            obs = index_inputs(np.asarray(obs, dtype=np.float32), self.env, self.lam, self.decay)
-        return self.agent.act_greedy(obs, full_mask(contact_ok, offer_ok))
 
 
 def policy_spec(name: str, env: EnvConfig, **extra: Any) -> dict[str, Any]:

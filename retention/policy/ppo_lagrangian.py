@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from retention.config import EnvConfig, PPOConfig
 from retention.policy import CONSTRAINTS, OFFER_PERCENT
+from retention.policy.baselines import Policy
 from retention.policy.cohort import CustomerPool
 from retention.policy.env import ACTION_NVEC, OBS_COLUMNS, VALUE_SCALE, CampaignSim
 
@@ -169,6 +170,24 @@ def full_mask(contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
     return np.concatenate([contact, offer, delay], axis=1)
 
 
+class AgentPolicy(Policy):
+    """PPO agent as a :class:`~retention.policy.baselines.Policy` (arg-max actions within the mask).
+
+    With index features (``env``, ``lam``, ``decay`` given) the DP advantages are computed from the
+    observation rows before the network sees them, in evaluation and serving alike.
+    """
+
+    name = "ppo"
+
+    def __init__(self, agent, env: EnvConfig | None = None, lam: float = 0.0, decay: np.ndarray | None = None):
+        self.agent, self.env, self.lam, self.decay = agent, env, lam, decay
+
+    def act(self, obs: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
+        if getattr(self.agent, "n_extra", 0):
+            obs = index_inputs(np.asarray(obs, dtype=np.float32), self.env, self.lam, self.decay)
+        return self.agent.act_greedy(obs, full_mask(contact_ok, offer_ok))
+
+
 def gae(rewards, values, dones, next_value, next_done, gamma, lam):
     """Generalised advantage estimation over a (T, E, ...) rollout; returns (advantages, returns)."""
     advantages = torch.zeros_like(rewards)
@@ -206,9 +225,7 @@ class PPOResult:
     decay: np.ndarray | None = None
 
     def policy(self):
-        """The trained agent as a :class:`~retention.policy.model.AgentPolicy` (with its index features)."""
-        from retention.policy.model import AgentPolicy
-
+        """The trained agent as an :class:`AgentPolicy` (with its index features)."""
         return AgentPolicy(self.agent, env=self.env, lam=self.lam, decay=self.decay)
 
 

@@ -1,4 +1,4 @@
-"""The policy's pipeline steps: ``train_policy`` and ``evaluate_policy`` (run plumbing in retention.steps)."""
+"""The policy's pipeline steps: ``train_policy`` and ``evaluate_policy`` (run plumbing: retention.runs)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from retention.config import Config
+from retention.data.steps import log_split_inputs
 from retention.errors import RegistryError
 from retention.model_cards import write_cards
-from retention.tracking import log_split_inputs
 
 
 def multiplier_and_decay(cfg: Config, pool) -> tuple[float, np.ndarray]:
@@ -39,11 +39,12 @@ def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
     import matplotlib.pyplot as plt
     import torch
 
+    from retention.data.steps import processed_dir_of
     from retention.policy import plots as policy_plots
     from retention.policy.model import policy_spec
     from retention.policy.ppo_lagrangian import train
     from retention.policy.registry import log_policy, pool_for_split
-    from retention.steps import processed_dir_of, step_run
+    from retention.runs import step_run
 
     with step_run("train_policy", cfg, params) as run:
         processed = processed_dir_of(params.get("data_run_id", "none"), cfg)
@@ -116,13 +117,14 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
     held-out campaigns (paired); the gate crowns a challenger only on a significant paired difference."""
     import matplotlib.pyplot as plt
 
+    from retention.data.steps import processed_dir_of
     from retention.policy import plots as policy_plots
     from retention.policy.baselines import all_baselines
     from retention.policy.evaluate import BOUND, choose_champion, evaluate
     from retention.policy.lagrangian import LagrangeIndexPolicy
     from retention.policy.model import policy_spec
     from retention.policy.registry import POLICY_MODEL, gate_policies, log_policy, pool_for_split
-    from retention.steps import processed_dir_of, step_run
+    from retention.runs import step_run
 
     client = MlflowClient()
     with step_run("evaluate_policy", cfg, params) as run:

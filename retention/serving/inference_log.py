@@ -29,42 +29,15 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Boolean, Column, DateTime, Float, Integer, String, Table, Text, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from retention.serving.ledger import metadata
+from retention.serving.tables import OFFERS, inference_log, log_secrets
 from retention.tabular.features import RISK_CATEGORICAL, RISK_NUMERIC
 
 KEY_ENV = "RETENTION_LOG_KEY"
-OFFERS = 4
 
-inference_log = Table(
-    "inference_log", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("logged_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("request_id", String(200), nullable=True),
-    Column("customer_key", String(64), nullable=False, index=True),
-    Column("bundle_run_id", String(64), nullable=True),
-    Column("model_versions", Text, nullable=False),
-    Column("dry_run", Boolean, nullable=False),
-    Column("replayed", Boolean, nullable=False),
-    *[Column(c, Float, nullable=True) for c in RISK_NUMERIC],
-    *[Column(c, String(40), nullable=True) for c in RISK_CATEGORICAL],
-    Column("churn_risk", Float, nullable=False),
-    *[Column(f"accept_{k}", Float, nullable=False) for k in range(OFFERS)],
-    Column("contact", Boolean, nullable=False),
-    Column("offer_level", Integer, nullable=False),
-    Column("delay_days", Integer, nullable=False),
-    Column("message_source", String(20), nullable=True),
-    Column("shield_passed", Boolean, nullable=True),
-    Column("shield_violations", Text, nullable=False),  # JSON {rule: count}
-)
-log_secrets = Table(
-    "log_secrets", metadata,
-    Column("name", String(40), primary_key=True),
-    Column("value", String(128), nullable=False),
-)
 FEATURE_COLUMNS = (*RISK_NUMERIC, *RISK_CATEGORICAL)
 PREDICTION_COLUMNS = ("churn_risk", *[f"accept_{k}" for k in range(OFFERS)])
 DECISION_COLUMNS = ("contact", "offer_level", "delay_days", "message_source", "shield_passed")

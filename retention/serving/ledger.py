@@ -43,15 +43,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     delete,
     event,
@@ -64,29 +55,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from retention.policy.guard import NEVER_CONTACTED, GuardRules
-
-MAX_ID_CHARS = 200
-
-metadata = MetaData()
-campaigns = Table(
-    "campaigns", metadata,
-    Column("name", String(100), primary_key=True),
-    Column("budget_total", Float, nullable=False),
-    Column("budget_spent", Float, nullable=False, default=0.0),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-decisions = Table(
-    "decisions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(MAX_ID_CHARS), unique=True, nullable=True),
-    Column("campaign", String(100), nullable=False, index=True),
-    Column("customer_id", String(MAX_ID_CHARS), nullable=False, index=True),
-    Column("decided_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("contact", Boolean, nullable=False),
-    Column("offer_level", Integer, nullable=False),
-    Column("reserved_cost", Float, nullable=False),
-    Column("response", Text, nullable=True),  # the full response, until the retention period ends
-    Column("audit", Text, nullable=False),  # the response without name or message text
+from retention.serving.tables import (  # noqa: F401 - re-exported: the ledger's tables and schema
+    MAX_ID_CHARS,
+    SCHEMA_LOCK_KEY,
+    campaigns,
+    create_schema,
+    decisions,
+    metadata,
 )
 
 
@@ -159,25 +134,6 @@ def adapt_numpy_for_psycopg2() -> None:
         register_adapter(t, lambda v: adapt(v.item()))
 
 
-SCHEMA_LOCK_KEY = 7_311_982_417  # any constant: the Postgres advisory lock that serialises schema creation
-
-
-def create_schema(engine: Engine) -> None:
-    """Create the ledger's tables (and the inference log's, same metadata) if missing; safe to race.
-
-    Postgres's ``CREATE TABLE IF NOT EXISTS`` is not safe when several processes create the same
-    table at once (one fails with a unique violation on ``pg_type``), as Spark executors or serving
-    workers starting together on an empty database do. So on Postgres the creation runs under a
-    transaction-scoped advisory lock. sqlite serialises writers itself (``BEGIN IMMEDIATE``).
-    """
-    if engine.dialect.name != "postgresql":
-        metadata.create_all(engine)
-        return
-    with engine.begin() as conn:
-        conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-        metadata.create_all(conn)
-
-
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -218,8 +174,6 @@ class ContactLedger:
         self.url, self.rules, self.campaign = url, rules, campaign
         self.retention = timedelta(days=response_retention_days)
         self.engine = self._engine(url)
-        import retention.serving.inference_log  # noqa: F401, PLC0415 - its tables live in this database too
-
         create_schema(self.engine)
         try:
             with self.engine.begin() as conn:

@@ -573,3 +573,28 @@ def output_schema():
                    ColSpec(decision, "decision"), ColSpec("string", "message", required=False),
                    ColSpec("string", "message_source", required=False), ColSpec(safety, "safety"),
                    ColSpec(metadata, "metadata")])
+
+
+def request_schema_lines() -> list[str]:
+    """The typed request (:func:`retention.serving.schema.input_schema`) as a Markdown table.
+
+    The served model's enforced signature (:func:`retention.serving.schema.enforced_input_schema`)
+    declares every field optional ``any``, so that each value reaches the field-level validation; the
+    card is where a client reads the types and what is required.
+    """
+    lines = ["**Request fields** (typed here; the enforced signature declares them optional `any`, because "
+             "MLflow's typed checks would alter or quote request values; the model answers a wrong value "
+             "with a field-level error):", "",
+             "| field | type | required |", "| --- | --- | --- |"]
+    for spec in input_schema().inputs:
+        if spec.name in FIELD_ALIASES:
+            continue  # snake_case aliases carry their field's type
+        lines.append(f"| `{spec.name}` | {spec.type if not hasattr(spec.type, 'name') else spec.type.name} | "
+                     f"{'required' if spec.required else 'optional'} |")
+    aliases = ", ".join(f"`{a}`" for a in sorted(FIELD_ALIASES))
+    lines += ["", f"Aliases accepted (snake_case): {aliases}.", "",
+              "The whole request body, with ranges, category values and patterns, is a JSON Schema in this "
+              "model's artifacts: `artifacts/request.schema.json` (draft 2020-12; stricter than the model, never "
+              "looser: a body valid against it gets no field-level error, apart from a `request_id` already used "
+              "for another customer)."]
+    return lines

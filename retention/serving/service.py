@@ -35,7 +35,7 @@ from retention.config import EnvConfig, ServingConfig
 from retention.messaging.evaluate import generate_batch
 from retention.messaging.prompts import facts_from_record
 from retention.messaging.shield import Shield
-from retention.policy import OFFER_PERCENT
+from retention.offers import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
 from retention.policy.env import observation
 from retention.policy.guard import GuardRules, action_mask, guard

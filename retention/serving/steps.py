@@ -16,12 +16,13 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from retention.config import Config
+from retention.data.steps import log_split_inputs, processed_dir_of
 from retention.errors import RegistryError
 from retention.messaging.model import generator_requirements
 from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code, no_ledger_files
-from retention.steps import processed_dir_of, step_run
-from retention.tracking import log_split_inputs
+from retention.runs import step_run
+from retention.serving.schema import request_schema_lines
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
@@ -103,7 +104,8 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                                      else "every decision part is a champion" + (
                                          "" if "generator" in artifacts else "; messages: approved templates "
                                          "(no champion message-generator)"))
-        write_cards(client, "retention", version, components={str(k): str(v) for k, v in versions.items()})
+        write_cards(client, "retention", version, components={str(k): str(v) for k, v in versions.items()},
+                    appendix=request_schema_lines())
         print(f"bundle: retention v{version} -> {alias} (components {versions})")
 
         with no_ledger_files():  # the demo decides against an empty ledger in memory: no ./ledger.db

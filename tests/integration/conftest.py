@@ -16,12 +16,14 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from retention import steps
 from retention.cloud.postgres import free_port
 from retention.config import Config, load_config
+from retention.data.steps import data as data_step
 from retention.messaging import steps as messaging_steps
 from retention.policy.model import policy_spec
 from retention.policy.registry import log_policy
+from retention.serving.steps import bundle as bundle_step
+from retention.tabular import steps as tabular_steps
 
 BUDGET = 40.0
 MODEL_URI = "models:/retention@champion"
@@ -70,14 +72,14 @@ def build_bundle(home: Path, env: dict[str, str], mirror: Path, tag: str) -> Bun
     with within(home, env):
         cfg = load_config("smoke", {"data.mirror_dir": str(mirror), "data.processed_dir": str(home / "processed"),
                                     "data.allow_download": False, "serving.campaign_budget": BUDGET})
-        data = steps.data(cfg, {"profile": "smoke"}, progress=False)
-        risk = steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
-        accept = steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
-        steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
+        data = data_step(cfg, {"profile": "smoke"}, progress=False)
+        risk = tabular_steps.train_risk(cfg, {"profile": "smoke", "data_run_id": data})
+        accept = tabular_steps.train_accept(cfg, {"profile": "smoke", "data_run_id": data})
+        tabular_steps.promote(cfg, {"profile": "smoke", "risk_run_id": risk, "accept_run_id": accept})
         messaging_steps.sft(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
         info = log_policy(policy_spec("greedy_ev", cfg.env), None, {"test": tag})
         MlflowClient().set_registered_model_alias("retention-policy", "champion", info.registered_model_version)
-        steps.bundle(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
+        bundle_step(cfg, {"profile": "smoke", "data_run_id": data}, progress=False)
         assert MlflowClient().get_model_version_by_alias("retention", "champion")
     return Bundle(home, cfg, env)
 

@@ -96,7 +96,7 @@ def test_without_a_champion_generator_the_bundle_sends_templates(bundle, tmp_pat
     """An ungated generator is never served: the composite sends the approved templates instead."""
     from mlflow.tracking import MlflowClient
 
-    from retention import steps
+    from retention.serving import steps
 
     with within(bundle.home, {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}):
         client = MlflowClient()

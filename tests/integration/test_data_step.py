@@ -9,8 +9,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from retention import steps
+from retention import pipeline
 from retention.config import load_config
+from retention.data import steps
 from retention.errors import DataValidationError
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     monkeypatch.setenv("RETENTION_CACHE_DIR", str(tracking / "data" / "raw"))
     cfg = load_config("smoke")
     params = {"profile": "smoke", "data_dir": "none", "allow_download": "false"}
-    steps.main(cfg, params)
+    pipeline.main(cfg, params)
     out = capsys.readouterr().out
     for step in ("data", "train_risk", "train_accept", "promote", "train_policy", "evaluate_policy"):
         assert f"launching '{step}'" in out
@@ -69,13 +70,13 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     assert {"ppo", "never_contact", "greedy_ev", "knapsack", "index", "index_resolve", "lagrangian_bound",
             "lp_bound"} <= set(comparison)
     assert comparison[champion.tags["gate.champion_policy"]]["violations"] == 0
-    steps.main(cfg, params)
+    pipeline.main(cfg, params)
     out = capsys.readouterr().out
     assert "reusing finished 'data'" in out and "reusing finished 'evaluate_policy'" in out
     shutil.rmtree(tracking / "data" / "processed" / "telco")
     # Only `data` is at stake now: stop main when it asks for the next step. (With a new data run id
     # every later step would re-run: a second full chain, minutes on a slow CPU, that tests nothing new.)
-    real_run_step = steps.run_step
+    real_run_step = pipeline.run_step
 
     class NextStep(Exception):
         pass
@@ -85,8 +86,8 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
             raise NextStep(entry_point)
         return real_run_step(entry_point, *args, **kwargs)
 
-    monkeypatch.setattr(steps, "run_step", run_data_only)
+    monkeypatch.setattr(pipeline, "run_step", run_data_only)
     with pytest.raises(NextStep, match="train_risk"):
-        steps.main(cfg, params)
+        pipeline.main(cfg, params)
     out = capsys.readouterr().out
     assert "outputs changed: re-running" in out and (tracking / "data/processed/telco/test.parquet").is_file()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from retention import steps
 from retention.config import load_config
+from retention.data import steps
 from retention.messaging import steps as messaging_steps
 from retention.messaging.shield import default_shield
 

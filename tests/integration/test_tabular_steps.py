@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from retention import steps
 from retention.config import load_config
 from retention.data.pipeline import load_split
+from retention.data.steps import data as data_step
+from retention.tabular import steps
 from retention.tabular.train import RISK
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ def trained(tracking, mirror):
     overrides = {"data.mirror_dir": str(mirror), "data.processed_dir": str(tracking / "processed"),
                  "data.cache_dir": str(tracking / "cache"), "data.allow_download": False}
     cfg = load_config("cpu", overrides)
-    data_run = steps.data(cfg, {"profile": "cpu"}, progress=False)
+    data_run = data_step(cfg, {"profile": "cpu"}, progress=False)
     risk_run = steps.train_risk(cfg, {"profile": "cpu", "data_run_id": data_run})
     accept_run = steps.train_accept(cfg, {"profile": "cpu", "data_run_id": data_run})
     steps.promote(cfg, {"profile": "cpu", "risk_run_id": risk_run, "accept_run_id": accept_run})

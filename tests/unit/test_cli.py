@@ -87,7 +87,7 @@ def test_a_step_started_by_mlflow_run_in_default_says_how_to_reach_the_project_e
     from mlflow.tracking import MlflowClient
 
     from retention.config import load_config
-    from retention.steps import step_run
+    from retention.runs import step_run
     from retention.tracking import NOTE
 
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
@@ -96,7 +96,7 @@ def test_a_step_started_by_mlflow_run_in_default_says_how_to_reach_the_project_e
     monkeypatch.setenv("MLFLOW_RUN_ID", created.info.run_id)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")
     mlflow.set_experiment(experiment_id="0")  # a fresh process under `mlflow run` has no other active experiment
-    with caplog.at_level("WARNING", logger="retention.steps"), step_run("data", load_config("smoke"), {}) as run:
+    with caplog.at_level("WARNING", logger="retention.runs"), step_run("data", load_config("smoke"), {}) as run:
         assert run.info.run_id == created.info.run_id
     assert "--experiment-name retention" in caplog.text
     assert NOTE not in client.get_experiment("0").tags

@@ -108,7 +108,10 @@ def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
 
 
 def test_the_retention_card_lists_the_typed_request_with_customer_id_required():
-    card = version_card("retention", "2", {}, {"gate.verdict": "promoted"}, components={"churn-risk": "4"})
+    from retention.serving.schema import request_schema_lines
+
+    card = version_card("retention", "2", {}, {"gate.verdict": "promoted"}, components={"churn-risk": "4"},
+                        appendix=request_schema_lines())
     assert "| `customer_id` | string | required |" in card
     assert "**Composed of**" in card and "| churn-risk | 4 |" in card and "Test metrics" not in card
     assert "| `MonthlyCharges` | double | optional |" in card and "| `dry_run` | boolean | optional |" in card
