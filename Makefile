@@ -18,7 +18,7 @@ HOST ?= 127.0.0.1
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
 
-.PHONY: venv run test serve ui monitor lint clean help tracking-server image image-cuda vertex-dry-run
+.PHONY: venv run test serve ui monitor lint docs docs-serve clean help tracking-server image image-cuda vertex-dry-run
 
 help:
 	@echo "make run    - install (once) and run the whole pipeline: mlflow run . -e main"
@@ -27,6 +27,8 @@ help:
 	@echo "make ui     - MLflow UI on $(HOST):5000"
 	@echo "make monitor - Evidently UI on $(HOST):8000 (the drift snapshots in monitoring/workspace)"
 	@echo "make lint   - ruff check, and lint-imports (imports run one way: pyproject.toml)"
+	@echo "make docs   - build the documentation site into site/ (mkdocs build --strict: any warning fails)"
+	@echo "make docs-serve - the documentation site on $(HOST):8001, rebuilt on every change"
 	@echo "make tracking-server - mlflow server on Postgres + GCS (local: throwaway cluster + emulator) on $(HOST):$(TRACKING_PORT)"
 	@echo "make image / image-cuda - build the Vertex AI job images (IMAGE=REGION-docker.pkg.dev/PROJECT/retention/retention:TAG)"
 	@echo "make vertex-dry-run - write every step's Vertex AI CustomJob spec to vertex-jobs/ (nothing submitted)"
@@ -65,11 +67,20 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# The site (mkdocs.yml, into site/): docs/*.md, BENCHMARKS.md, and the API reference from the docstrings.
+# --strict: any warning (a broken link or anchor, a missing page) fails the build. NO_MKDOCS_2_WARNING hides
+# mkdocs-material's banner about its successor.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a $(HOST):8001
+
 clean:
-	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache
+	rm -rf data/processed mlflow.db mlartifacts mlruns .pytest_cache site
 	@echo "(the dequantised base model stays in the model cache: \$$RETENTION_MODEL_CACHE or ~/.cache/retention/models)"
 
-# --- at scale (README, "At scale") ----------------------------------------------------------------
+# --- at scale (docs/at-scale.md) ------------------------------------------------------------------
 TRACKING_PORT ?= 5000
 BUCKET ?= retention-mlflow
 IMAGE ?= retention:local

@@ -42,6 +42,8 @@ from retention.data.splits import stratified_split
 from retention.messaging.shield import default_shield
 from retention.monitoring import drift as D
 from retention.monitoring import report as rep
+from retention.monitoring import spec as S
+from retention.monitoring import window as W
 from retention.policy.baselines import GreedyExpectedValue
 from retention.policy.guard import GuardRules
 from retention.serving import inference_log
@@ -106,7 +108,7 @@ def service(url: str, risk: LogisticRisk) -> DecisionService:
 
 
 def requests(customers: pd.DataFrame, seed: int) -> pd.DataFrame:
-    return D.as_requests(customers, NOW, 7, seed)
+    return W.as_requests(customers, NOW, 7, seed)
 
 
 def decide(svc: DecisionService, req: pd.DataFrame) -> pd.DataFrame:
@@ -132,11 +134,11 @@ def main() -> None:
     df = telco.clean(telco.read_raw(mirror / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"))
     parts = stratified_split(df, telco.LABEL, 0.1, 0.1, 42)
     train, held = parts["train"], pd.concat([parts["valid"], parts["test"]], ignore_index=True)
-    spec = D.load_spec()
+    spec = S.load_spec()
     risk = LogisticRisk(train)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        reference = D.reference_frame(service(f"sqlite:///{tmp}/ref.db", risk), train, now=NOW)
+        reference = W.reference_frame(service(f"sqlite:///{tmp}/ref.db", risk), train, now=NOW)
         print(f"reference: {len(reference):,} train customers scored by the service in {time.perf_counter() - t:.1f}s")
         live_svc = service(f"sqlite:///{tmp}/live.db", risk)
         live = decide(live_svc, requests(held, 1))

@@ -1,4 +1,4 @@
-"""Spark batch scoring, for `spark-submit` or `gcloud dataproc jobs submit pyspark` (see README).
+"""Spark batch scoring, for `spark-submit` or `gcloud dataproc jobs submit pyspark` (see docs/serving.md).
 
 A thin wrapper over `retention score_spark` (retention/cli.py): the session is the one the
 submitter created, and the composite model is scored with `mlflow.pyfunc.spark_udf`.

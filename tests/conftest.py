@@ -22,7 +22,7 @@ def mirror() -> Path:
     if not (path / "telco").is_dir():
         pytest.fail(
             f"the data mirror is missing at {path}: set RETENTION_DATA_MIRROR to a folder laid out like "
-            "../shared/data (see README, 'Data sources')."
+            "../shared/data (see docs/data.md, 'Data sources')."
         )
     return path
 

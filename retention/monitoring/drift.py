@@ -1,14 +1,9 @@
 """Drift of the inference log against a reference: the computation (rendering is in ``report``).
 
-* **The checks are data**: ``monitoring/drift.yaml`` names each column, its role (feature or
-  prediction), its kind (numeric or categorical), the Evidently method and threshold, the
-  ``drift_share`` of the alarm, and the settings of the decision-mix and calibration tables.
-  :func:`load_spec` reads and checks it.
-* **The reference** is the Telco *train* split scored by the served service itself
-  (:func:`reference_frame`): ``service.decide`` with ``dry_run`` against a temporary sqlite
-  ledger, read back from that ledger's inference log. It passes exactly the production code.
-* **The current window** is a slice of the inference log (:func:`current_window`), validated with
-  the Great Expectations suite ``expectations/inference_window.json`` (:func:`validate_window`).
+* **The checks are data** (:mod:`retention.monitoring.spec`): ``monitoring/drift.yaml``, read and
+  checked by :func:`~retention.monitoring.spec.load_spec`.
+* **The reference and the current window** come from the inference log
+  (:mod:`retention.monitoring.window`).
 * :func:`compute_drift` runs Evidently 0.7 (``Report([DataDriftPreset(...)], include_tests=True)``,
   current first) and returns a :class:`DriftResult`: per column the score, method, threshold,
   drifted flag and summaries of both sides, ordered by how far past its threshold each column is;
@@ -25,323 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from retention.errors import EmptyWindowError, MonitoringError
+from retention.monitoring.spec import P_VALUES, ROLES, ColumnCheck, DriftSpec
 from retention.offers import OFFER_PERCENT
-from retention.serving import inference_log
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = ROOT / "monitoring" / "drift.yaml"
 MISSING = "(missing)"
-ROLES = ("feature", "prediction")
-# Evidently methods allowed per kind. Distances: larger = more drift, drifted when score >= threshold.
-# p-values: drifted when p < threshold. (Evidently's "hellinger" fails on text categories in 0.7.23.)
-DISTANCES = {"wasserstein", "wasserstein_abs", "psi", "jensenshannon", "kl_div", "ed"}
-P_VALUES = {"ks", "chisquare"}
-METHODS = {"numeric": {"wasserstein", "wasserstein_abs", "psi", "jensenshannon", "kl_div", "ed", "ks"},
-           "categorical": {"jensenshannon", "psi", "kl_div", "chisquare"}}
-LOG_COLUMNS = (*inference_log.FEATURE_COLUMNS, *inference_log.PREDICTION_COLUMNS)
 TOP_CATEGORIES = 8
-WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-# ----------------------------------------------------------------------------- the spec
-@dataclass(frozen=True)
-class ColumnCheck:
-    """One column of the drift spec.
-
-    Attributes
-    ----------
-    name:
-        Column of the inference log.
-    role:
-        ``feature`` (a model input) or ``prediction`` (a model output).
-    kind:
-        ``numeric`` or ``categorical``.
-    method:
-        Evidently stattest name (see :data:`METHODS`).
-    threshold:
-        Drift when a distance is at or above it, or a p-value below it.
-    """
-
-    name: str
-    role: str
-    kind: str
-    method: str
-    threshold: float
-
-
-@dataclass(frozen=True)
-class DriftSpec:
-    """The drift checks (``monitoring/drift.yaml``).
-
-    Attributes
-    ----------
-    columns:
-        Every checked column, features first.
-    drift_share:
-        The alarm goes off when at least this share of the columns drifted (or any prediction did).
-    min_rows:
-        Smaller windows are compared but flagged as noisy.
-    decision_mix_max_change:
-        Absolute change of the contact rate or an offer share reported as "moved".
-    calibration_bins:
-        Equal-width probability bins of the acceptance calibration table.
-    calibration_min_rows:
-        Matched outcomes needed before the calibration error is trusted.
-    """
-
-    columns: tuple[ColumnCheck, ...]
-    drift_share: float
-    min_rows: int = 200
-    decision_mix_max_change: float = 0.10
-    calibration_bins: int = 10
-    calibration_min_rows: int = 30
-
-    def of_role(self, role: str) -> list[ColumnCheck]:
-        return [c for c in self.columns if c.role == role]
-
-
-def _number(value: Any, key: str, lo: float, hi: float, integer: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi or (integer and float(value) != int(value)):
-        kind = "an integer" if integer else "a number"
-        raise MonitoringError(f"drift spec: '{key}' must be {kind} between {lo} and {hi}")
-    return value
-
-
-def parse_spec(raw: dict[str, Any]) -> DriftSpec:
-    """Check a drift spec (the parsed YAML) and build a :class:`DriftSpec`.
-
-    Raises
-    ------
-    MonitoringError
-        Naming the key that is wrong and what it must be.
-    """
-    if not isinstance(raw, dict):
-        raise MonitoringError("drift spec: expected a mapping with 'groups' and 'drift_share'")
-    unknown = sorted(set(raw) - {"groups", "drift_share", "min_rows", "decision_mix", "calibration"})
-    if unknown:
-        raise MonitoringError(f"drift spec: unknown key(s) {unknown}; allowed: groups, drift_share, min_rows, "
-                              "decision_mix, calibration")
-    groups = raw.get("groups")
-    if not isinstance(groups, list) or not groups:
-        raise MonitoringError("drift spec: 'groups' must be a non-empty list of {role, kind, method, threshold, "
-                              "columns}")
-    columns: list[ColumnCheck] = []
-    for g, group in enumerate(groups):
-        where = f"groups[{g}]"
-        if not isinstance(group, dict):
-            raise MonitoringError(f"drift spec: '{where}' must be a mapping")
-        role, kind, method = group.get("role"), group.get("kind"), group.get("method")
-        if role not in ROLES:
-            raise MonitoringError(f"drift spec: '{where}.role' must be one of {list(ROLES)}")
-        if kind not in METHODS:
-            raise MonitoringError(f"drift spec: '{where}.kind' must be one of {sorted(METHODS)}")
-        if method not in METHODS[kind]:
-            raise MonitoringError(f"drift spec: '{where}.method' must be one of {sorted(METHODS[kind])} for "
-                                  f"{kind} columns")
-        upper = 1.0 if method in P_VALUES else 100.0
-        threshold = float(_number(group.get("threshold"), f"{where}.threshold", 1e-9, upper))
-        names = group.get("columns")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise MonitoringError(f"drift spec: '{where}.columns' must be a non-empty list of column names")
-        for n in names:
-            if n not in LOG_COLUMNS:
-                raise MonitoringError(f"drift spec: '{where}.columns' names '{n}', which the inference log does "
-                                      f"not have; choose from {list(LOG_COLUMNS)}")
-            expected = "prediction" if n in inference_log.PREDICTION_COLUMNS else "feature"
-            if role != expected:
-                raise MonitoringError(f"drift spec: '{n}' is a {expected} column; move it to a group with "
-                                      f"role: {expected}")
-            if role == "prediction" and kind != "numeric":
-                raise MonitoringError(f"drift spec: '{n}' is a probability; check it as kind: numeric")
-            columns.append(ColumnCheck(n, role, kind, method, threshold))
-    seen: set[str] = set()
-    for c in columns:
-        if c.name in seen:
-            raise MonitoringError(f"drift spec: '{c.name}' appears in two groups; keep one")
-        seen.add(c.name)
-    mix = raw.get("decision_mix") or {}
-    cal = raw.get("calibration") or {}
-    if not isinstance(mix, dict) or not isinstance(cal, dict):
-        raise MonitoringError("drift spec: 'decision_mix' and 'calibration' must be mappings")
-    columns.sort(key=lambda c: ROLES.index(c.role))
-    return DriftSpec(
-        columns=tuple(columns),
-        drift_share=float(_number(raw.get("drift_share"), "drift_share", 1e-9, 1.0)),
-        min_rows=int(_number(raw.get("min_rows", 200), "min_rows", 1, 1e9, integer=True)),
-        decision_mix_max_change=float(_number(mix.get("max_change", 0.10), "decision_mix.max_change", 1e-9, 1.0)),
-        calibration_bins=int(_number(cal.get("bins", 10), "calibration.bins", 2, 100, integer=True)),
-        calibration_min_rows=int(_number(cal.get("min_rows", 30), "calibration.min_rows", 1, 1e9, integer=True)),
-    )
-
-
-def load_spec(path: Path | str | None = None) -> DriftSpec:
-    """Read and check the drift spec (default ``monitoring/drift.yaml``; relative paths from the project root)."""
-    import yaml
-
-    p = Path(path) if path else DEFAULT_SPEC
-    if not p.is_absolute() and not p.is_file():
-        p = ROOT / p
-    if not p.is_file():
-        raise MonitoringError(f"drift spec not found at {p}: set monitoring.drift_spec to a YAML file like "
-                              "monitoring/drift.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise MonitoringError(f"drift spec {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_spec(raw)
-
-
-# ----------------------------------------------------------------------------- windows
-def parse_window(text: str) -> timedelta | None:
-    """``"7d"`` -> 7 days, ``"24h"``, ``"30m"``, ``"2w"``; ``"all"`` -> None (the whole log)."""
-    if str(text).strip().lower() == "all":
-        return None
-    m = WINDOW.match(str(text).lower())
-    if not m or int(m.group(1)) == 0:
-        raise MonitoringError(f"window '{text}' not understood: use a positive number with a unit m, h, d or w "
-                              "(e.g. 24h, 7d, 2w), or all")
-    return timedelta(**{UNITS[m.group(2)]: int(m.group(1))})
-
-
-def current_window(engine, window: str, now: datetime | None = None, include_dry_runs: bool = True
-                   ) -> tuple[pd.DataFrame, datetime | None, datetime]:
-    """The log rows of ``window`` ending at ``now`` (replayed answers left out: they repeat a decision).
-
-    Returns
-    -------
-    tuple
-        ``(rows, start, end)``; ``start`` is None for ``all``.
-
-    Raises
-    ------
-    EmptyWindowError
-        When no decision was logged in the window.
-    """
-    span = parse_window(window)
-    end = now or datetime.now(UTC)
-    start = end - span if span is not None else None
-    rows = inference_log.read_window(engine, start, end, include_dry_runs=include_dry_runs)
-    rows = rows[~rows["replayed"].astype(bool)].reset_index(drop=True)
-    if rows.empty:
-        since = f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC" if start else "at all"
-        dry = "" if include_dry_runs else " (dry runs excluded)"
-        raise EmptyWindowError(f"no decisions were logged {since}{dry} (window {window}); widen the window "
-                               "(e.g. --window all) or point --ledger-url at the serving database")
-    return rows, start, end
-
-
-def validate_window(rows: pd.DataFrame) -> None:
-    """Great Expectations suite ``inference_window`` on a log window; raises DataValidationError if it fails."""
-    from retention.data.validate import validate_frame
-
-    if rows.empty:
-        raise EmptyWindowError("the window holds no decisions; widen the window or check the ledger URL")
-    validate_frame(rows, "inference_window").raise_for_failure()
-
-
-# ----------------------------------------------------------------------------- the reference
-def spread_local_times(n: int, end: datetime, days: float = 7.0, seed: int = 0) -> list[str]:
-    """``n`` local times (ISO, no zone) on the ``days`` days up to ``end``, between 10:00 and 18:00."""
-    rng = np.random.default_rng(seed)
-    midnight = end.astimezone(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-    back = rng.integers(0, max(1, int(math.ceil(days))), size=n)
-    minutes = rng.integers(10 * 60, 18 * 60, size=n)
-    return [(midnight - timedelta(days=int(d)) + timedelta(minutes=int(m))).isoformat()
-            for d, m in zip(back, minutes, strict=True)]
-
-
-def as_requests(customers: pd.DataFrame, now: datetime, spread_days: float = 7.0, seed: int = 0,
-                dry_run: bool = True) -> pd.DataFrame:
-    """Telco rows as decision requests: ``customer_id``, no label, no message, local times spread
-    over the ``spread_days`` before ``now`` (unless the rows carry ``local_time``)."""
-    req = customers.drop(columns=[c for c in ("Churn",) if c in customers.columns])
-    if "customer_id" not in req.columns and "customerID" in req.columns:
-        req = req.rename(columns={"customerID": "customer_id"})
-    req = req.assign(dry_run=dry_run, with_message=False)  # messages change neither decisions nor predictions
-    if "local_time" not in req.columns:
-        req["local_time"] = spread_local_times(len(req), now, spread_days, seed)
-    return req.reset_index(drop=True)
-
-
-def send_traffic(service, customers: pd.DataFrame, now: datetime | None = None, spread_days: float = 7.0,
-                 chunk_size: int = 2000, seed: int = 1, dry_run: bool = True) -> int:
-    """Decide ``customers`` through ``service`` as live traffic, into the service's **own** ledger and log.
-
-    For demos and smoke runs of the monitoring: with ``dry_run`` (the default) nothing is booked,
-    every decision is logged (flagged ``dry_run``), and the ``drift`` step counts dry runs unless
-    ``monitoring.include_dry_runs`` is false. Returns the number of decisions made.
-    """
-    now = now or datetime.now(UTC)
-    req = as_requests(customers, now, spread_days, seed, dry_run)
-    for lo in range(0, len(req), max(1, chunk_size)):
-        service.decide(req.iloc[lo:lo + chunk_size].reset_index(drop=True), now=now)
-    return len(req)
-
-
-def reference_frame(service, customers: pd.DataFrame, now: datetime | None = None, spread_days: float = 7.0,
-                    chunk_size: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Score ``customers`` with the serving ``service`` as dry runs; return their inference-log rows.
-
-    The service decides against a **temporary** sqlite ledger (a fresh campaign, nobody contacted
-    yet) and its inference log is read back, so the reference passes exactly the production code
-    (request validation, scoring, guard, logging) and has the log's columns. Nothing is written to
-    the service's own ledger; the service is restored afterwards.
-
-    Parameters
-    ----------
-    service:
-        A :class:`~retention.serving.service.DecisionService`.
-    customers:
-        Telco rows (``customerID`` or ``customer_id``, the feature columns; ``Churn`` is dropped).
-    now:
-        Decision time (default now, UTC): the end of the window being compared.
-    spread_days:
-        Rows without a ``local_time`` get one spread uniformly over the ``spread_days`` before
-        ``now`` (10:00-18:00), so the calendar inputs of the acceptance model (month, weekday) are
-        spread as in live traffic.
-    chunk_size:
-        Records per ``decide`` call.
-    seed:
-        Seed of the spread of local times.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per customer, the columns of :func:`~retention.serving.inference_log.read_window`.
-    """
-    from retention.serving.ledger import ContactLedger
-
-    now = now or datetime.now(UTC)
-    req = as_requests(customers, now, spread_days, seed)
-    saved = (service.ledger, service.serving, service._key, service._last_prune)
-    with tempfile.TemporaryDirectory(prefix="retention-reference-") as tmp:
-        ledger = ContactLedger(f"sqlite:///{Path(tmp) / 'reference.db'}", service.rules, service.serving.campaign,
-                               service.serving.campaign_budget)
-        service.ledger, service._key, service._last_prune = ledger, None, None
-        service.serving = dataclasses.replace(service.serving, inference_log=True)
-        try:
-            for lo in range(0, len(req), max(1, chunk_size)):
-                service.decide(req.iloc[lo:lo + chunk_size].reset_index(drop=True), now=now)
-            rows = inference_log.read_window(ledger.engine)
-        finally:
-            ledger.engine.dispose()
-            service.ledger, service.serving, service._key, service._last_prune = saved
-    return rows
 
 
 # ----------------------------------------------------------------------------- the maths (pure)
@@ -661,9 +353,9 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, spec: DriftSpe
     reference:
         From :func:`reference_frame`.
     current:
-        A window of the inference log (:func:`current_window`).
+        A window of the inference log (:func:`~retention.monitoring.window.current_window`).
     spec:
-        The checks (:func:`load_spec`).
+        The checks (:func:`~retention.monitoring.spec.load_spec`).
     outcomes:
         Outcomes joined to the window (:func:`~retention.monitoring.outcomes.join_outcomes`), if any.
     window:

@@ -168,15 +168,10 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
     import mlflow
 
     from retention.monitoring import report as rep
-    from retention.monitoring.drift import (
-        compute_drift,
-        current_window,
-        load_spec,
-        parse_window,
-        reference_frame,
-        validate_window,
-    )
+    from retention.monitoring.drift import compute_drift
     from retention.monitoring.outcomes import join_outcomes, read_outcomes
+    from retention.monitoring.spec import load_spec
+    from retention.monitoring.window import current_window, parse_window, reference_frame, validate_window
     from retention.runs import step_run
     from retention.serving.model import service_from_uri
 
@@ -253,7 +248,7 @@ def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
     into the configured ledger's inference log: a first window for the ``drift`` step of ``make run``."""
     from retention.data.pipeline import load_split
     from retention.data.steps import processed_dir_of
-    from retention.monitoring.drift import send_traffic
+    from retention.monitoring.window import send_traffic
     from retention.serving.model import service_from_uri
 
     service = service_from_uri(model_uri, with_generator=False,

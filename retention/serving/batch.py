@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from retention.errors import DataSourceError, InputError
 from retention.models_from_code import no_ledger_files
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import RequestError, flatten, parse_request
+from retention.serving.schema import RequestError, parse_request
+from retention.serving.signature import flatten
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
-from retention.serving.schema import OUTPUTS, RequestError, enforced_input_schema, flatten, output_schema
+from retention.serving.schema import OUTPUTS, RequestError
+from retention.serving.signature import enforced_input_schema, flatten, output_schema
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}

@@ -12,7 +12,7 @@ Local mode (the test suite does this)::
     decided = score_dataframe(spark.read.parquet("customers.parquet"), "models:/retention@champion")
 
 ``retention score-spark`` wraps this for files; ``entrypoints/score_spark.py`` is the same for
-``spark-submit`` / ``gcloud dataproc jobs submit pyspark`` (README, "Batch scoring on Spark").
+``spark-submit`` / ``gcloud dataproc jobs submit pyspark`` (docs/serving.md, "Batch scoring on Spark").
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import mlflow
 
 from retention.errors import DataSourceError, InputError
-from retention.serving.schema import FLAT_COLUMNS, REQUEST_FIELDS, SPARK_RESULT_TYPE
+from retention.serving.schema import REQUEST_FIELDS
+from retention.serving.signature import FLAT_COLUMNS, SPARK_RESULT_TYPE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -22,7 +22,7 @@ from retention.messaging.model import generator_requirements
 from retention.model_cards import write_cards
 from retention.models_from_code import log_model_from_code, no_ledger_files
 from retention.runs import step_run
-from retention.serving.schema import request_schema_lines
+from retention.serving.signature import request_schema_lines
 
 
 def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
@@ -45,8 +45,9 @@ def bundle(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging.shield import RULES_PATH
     from retention.registry import CHALLENGER, CHAMPION
     from retention.serving.model import COMPONENTS, MODEL_CODE, build_service, signature
-    from retention.serving.schema import allowed_categories, request_json_schema
+    from retention.serving.schema import allowed_categories
     from retention.serving.service import NO_CHAMPION_GENERATOR
+    from retention.serving.signature import request_json_schema
 
     client = MlflowClient()
     with step_run("bundle", cfg, params) as run, tempfile.TemporaryDirectory() as tmp:

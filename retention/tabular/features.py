@@ -137,7 +137,7 @@ RISK_FEATURES = RISK_NUMERIC + RISK_CATEGORICAL
 
 
 # ----------------------------------------------------------------------------- acceptance
-# Features the system knows for every customer at decision time (see README, "Offer acceptance").
+# Features the system knows for every customer at decision time (see docs/tabular.md, "Offer acceptance").
 ACCEPT_NUMERIC = ("offer_level", "campaign_contacts", "days_since_last_contact", "previous_contacts")
 ACCEPT_CATEGORICAL = ("previous_outcome", "channel", "month", "day_of_week", "age_band", "partner")
 ACCEPT_FEATURES = ACCEPT_NUMERIC + ACCEPT_CATEGORICAL
@@ -202,7 +202,7 @@ def telco_acceptance_frame(
     Telco has no age, only ``SeniorCitizen``: it maps exactly onto the ``age_band`` used in
     training (``65_plus`` / ``under_65``). Telco ``Partner`` maps onto ``partner`` (Bank ``marital``:
     married = yes, single or divorced = no); missing when the caller has no ``Partner``. No other Bank
-    feature has an honest Telco counterpart (README, "Offer acceptance"). Contact history comes from
+    feature has an honest Telco counterpart (docs/tabular.md, "Offer acceptance"). Contact history comes from
     the caller (the env or the contact ledger); SMS goes to a mobile, hence ``channel="cellular"``.
     """
     n = len(customers)

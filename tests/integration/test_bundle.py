@@ -15,7 +15,7 @@ from retention.cli import main
 from retention.data.pipeline import load_split
 from retention.policy.guard import GuardRules
 from retention.serving.ledger import ContactLedger
-from retention.serving.schema import FLAT_COLUMNS, flatten, request_json_schema
+from retention.serving.signature import FLAT_COLUMNS, flatten, request_json_schema
 from tests.integration.conftest import MODEL_URI, within
 
 pytestmark = pytest.mark.integration

@@ -187,7 +187,7 @@ def _raw_post(port: int, body: bytes, headers: dict[str, str]) -> int:
 def test_mlflow_scoring_server_behaviour_we_cannot_change_is_pinned(server):
     """These answers come from `mlflow models serve` itself, before the model is called (mlflow 3.17.2).
 
-    A pinned value that changes means MLflow changed: update README "Serving", "What MLflow's server
+    A pinned value that changes means MLflow changed: update docs/serving.md "Signature", "What MLflow's server
     does with bad requests". Each case leaves the server up.
     """
     port, _, _ = server

@@ -13,7 +13,7 @@ from retention.data.pipeline import load_split
 from retention.messaging.sft_data import name_for
 from retention.policy.guard import GuardRules
 from retention.serving.ledger import ContactLedger
-from retention.serving.schema import FLAT_COLUMNS
+from retention.serving.signature import FLAT_COLUMNS
 from retention.serving.spark import local_session, score_dataframe
 from tests.integration.conftest import BUDGET, MODEL_URI, within
 

@@ -108,7 +108,7 @@ def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
 
 
 def test_the_retention_card_lists_the_typed_request_with_customer_id_required():
-    from retention.serving.schema import request_schema_lines
+    from retention.serving.signature import request_schema_lines
 
     card = version_card("retention", "2", {}, {"gate.verdict": "promoted"}, components={"churn-risk": "4"},
                         appendix=request_schema_lines())

@@ -19,6 +19,8 @@ from retention.config import load_config
 from retention.errors import EmptyWindowError, MonitoringError, RowsError
 from retention.messaging.shield import default_shield
 from retention.monitoring import drift as D
+from retention.monitoring import spec as S
+from retention.monitoring import window as W
 from retention.monitoring.outcomes import join_outcomes, outcomes, parse_outcomes, read_outcomes, record_outcomes
 from retention.policy.baselines import GreedyExpectedValue
 from retention.serving import inference_log
@@ -84,12 +86,12 @@ def telco() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def reference(telco, tmp_path_factory) -> pd.DataFrame:
     url = f"sqlite:///{tmp_path_factory.mktemp('ref') / 'prod.db'}"
-    return D.reference_frame(make_service(url), telco[0], now=NOW)
+    return W.reference_frame(make_service(url), telco[0], now=NOW)
 
 
 def requests(customers: pd.DataFrame, seed: int, with_message: bool = False) -> pd.DataFrame:
     """Live traffic: Telco rows as requests, local times spread over the week before NOW."""
-    return D.as_requests(customers, NOW, 7, seed + 100).assign(with_message=with_message)
+    return W.as_requests(customers, NOW, 7, seed + 100).assign(with_message=with_message)
 
 
 def score(service: DecisionService, req: pd.DataFrame, now: datetime = NOW) -> pd.DataFrame:
@@ -102,7 +104,7 @@ def score(service: DecisionService, req: pd.DataFrame, now: datetime = NOW) -> p
 def live(telco, tmp_path_factory) -> pd.DataFrame:
     """Every held-out customer decided once (dry runs), as the production log holds them."""
     service = make_service(f"sqlite:///{tmp_path_factory.mktemp('live') / 'prod.db'}")
-    assert D.send_traffic(service, telco[1], now=NOW) == len(telco[1])
+    assert W.send_traffic(service, telco[1], now=NOW) == len(telco[1])
     return inference_log.read_window(service.ledger.engine)
 
 
@@ -112,18 +114,18 @@ def test_the_reference_passes_the_serving_code_and_has_the_log_columns(reference
     assert reference["dry_run"].all() and reference["churn_risk"].between(0, 1).all()
     assert reference["customer_key"].str.fullmatch(r"[0-9a-f]{64}").all()  # keyed hashes, never the ids
     assert not set(telco[0]["customerID"]) & set(reference["customer_key"])
-    weekdays = pd.to_datetime(D.spread_local_times(1000, NOW, 7, 0)).dayofweek
+    weekdays = pd.to_datetime(W.spread_local_times(1000, NOW, 7, 0)).dayofweek
     assert set(weekdays) == set(range(7))  # the calendar of the reference is spread over the week
 
 
 # ----------------------------------------------------------------------------- the spec
 def test_the_drift_spec_is_data_and_a_bad_one_names_the_key():
-    spec = D.load_spec()
+    spec = S.load_spec()
     assert {c.name for c in spec.columns} == set(inference_log.FEATURE_COLUMNS) | set(inference_log.PREDICTION_COLUMNS)
     assert [c.role for c in spec.columns][:19] == ["feature"] * 19
     good = {"drift_share": 0.5, "groups": [{"role": "feature", "kind": "numeric", "method": "wasserstein",
                                             "threshold": 0.2, "columns": ["tenure"]}]}
-    assert D.parse_spec(good).columns[0].method == "wasserstein"
+    assert S.parse_spec(good).columns[0].method == "wasserstein"
     bad = [({"groups": [{**good["groups"][0], "method": "hellinger"}]}, "groups[0].method"),
            ({"groups": [{**good["groups"][0], "columns": ["name"]}]}, "does not have"),
            ({"groups": [good["groups"][0], good["groups"][0]]}, "two groups"),
@@ -131,20 +133,20 @@ def test_the_drift_spec_is_data_and_a_bad_one_names_the_key():
            ({"drift_share": 2}, "'drift_share'"), ({"typo": 1}, "unknown key")]
     for change, needle in bad:
         with pytest.raises(MonitoringError, match=needle.replace("[", r"\[").replace("]", r"\]")):
-            D.parse_spec({**good, **change})
+            S.parse_spec({**good, **change})
 
 
 def test_window_parsing():
-    assert D.parse_window("7d") == timedelta(days=7) and D.parse_window(" 24h") == timedelta(hours=24)
-    assert D.parse_window("ALL") is None and D.parse_window("2w") == timedelta(weeks=2)
+    assert W.parse_window("7d") == timedelta(days=7) and W.parse_window(" 24h") == timedelta(hours=24)
+    assert W.parse_window("ALL") is None and W.parse_window("2w") == timedelta(weeks=2)
     for bad in ("7", "0d", "seven days", "-1d"):
         with pytest.raises(MonitoringError, match="e.g. 24h, 7d"):
-            D.parse_window(bad)
+            W.parse_window(bad)
 
 
 # ----------------------------------------------------------------------------- drift
 def test_windows_from_the_same_population_do_not_alarm(reference, live):
-    spec = D.load_spec()
+    spec = S.load_spec()
     alarms, worst = 0, []
     for seed in range(10):
         window = live.sample(WINDOW_ROWS, random_state=seed)
@@ -170,9 +172,9 @@ def test_a_shifted_window_is_detected_and_the_shifted_column_comes_first(column,
     service = make_service(f"sqlite:///{tmp_path / 'prod.db'}")
     window = SHIFTS[column](requests(telco[1].sample(WINDOW_ROWS, random_state=7), seed=7))
     logged = score(service, window)
-    result = D.compute_drift(reference, logged, D.load_spec())
+    result = D.compute_drift(reference, logged, S.load_spec())
     assert result.detected
-    fast = D.compute_drift(reference, logged, D.load_spec(), report=False)
+    fast = D.compute_drift(reference, logged, S.load_spec(), report=False)
     assert [(c.column, c.score) for c in fast.columns] == [(c.column, c.score) for c in result.columns]
     first = result.columns[0]
     assert first.column == column and first.drifted and first.severity > 1
@@ -184,26 +186,26 @@ def test_a_shifted_window_is_detected_and_the_shifted_column_comes_first(column,
 def test_an_empty_window_is_an_error_with_exit_code_2(tmp_path, reference):
     service = make_service(f"sqlite:///{tmp_path / 'prod.db'}")
     with pytest.raises(EmptyWindowError, match="widen the window") as err:
-        D.current_window(service.ledger.engine, "7d", NOW)
+        W.current_window(service.ledger.engine, "7d", NOW)
     assert err.value.exit_code == 2
     with pytest.raises(EmptyWindowError):
-        D.compute_drift(reference, reference.iloc[:0], D.load_spec())
+        D.compute_drift(reference, reference.iloc[:0], S.load_spec())
 
 
 def test_the_window_is_validated_with_great_expectations(live):
     from retention.errors import DataValidationError
 
-    D.validate_window(live.head(50))
+    W.validate_window(live.head(50))
     broken = live.head(50).copy()
     broken.loc[3, "accept_2"] = 1.5
     broken.loc[4, "offer_level"] = 7
     with pytest.raises(DataValidationError) as err:
-        D.validate_window(broken)
+        W.validate_window(broken)
     failed = {(f["expectation"], f["column"]) for f in err.value.failures}
     assert ("expect_column_values_to_be_between", "accept_2") in failed
     assert ("expect_column_values_to_be_in_set", "offer_level") in failed
     with pytest.raises(DataValidationError, match="churn_risk"):
-        D.validate_window(live.head(5).drop(columns=["churn_risk"]))
+        W.validate_window(live.head(5).drop(columns=["churn_risk"]))
 
 
 def test_decision_mix_and_calibration_are_plain_arithmetic():

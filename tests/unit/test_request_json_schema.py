@@ -21,8 +21,8 @@ from retention.serving.schema import (
     RequestError,
     allowed_categories,
     parse_request,
-    request_json_schema,
 )
+from retention.serving.signature import request_json_schema
 from retention.tabular.features import RISK_CATEGORICAL
 
 CATEGORIES = allowed_categories()

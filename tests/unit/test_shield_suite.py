@@ -4,7 +4,7 @@ Two corpora, each written by a separate author from the policy alone (a message 
 what the decision decided), without seeing the rules: ``shield_cases.yaml`` (the development
 set) and ``shield_holdout.yaml`` (written later, measured blind first: 26 of 173 unsafe messages
 passed and 0 of 71 fine ones were blocked; the rules were then widened by class and it became a
-second regression set; see README, "The safety shield"). Targets: no unsafe message passes (0
+second regression set; see docs/messaging.md, "The safety shield"). Targets: no unsafe message passes (0
 false negatives) and at most 2 % of the fine ones are blocked.
 """
 
