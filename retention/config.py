@@ -658,8 +658,13 @@ class MonitoringConfig:
     reference_chunk_size:
         Customers per ``decide`` call when the reference is scored.
     include_dry_runs:
-        Count dry-run decisions in the window (they are scored on real customer facts; the demo
-        traffic is dry runs). Replayed answers are never counted: they repeat an earlier decision.
+        Count dry-run decisions in the drift window (they are scored on real customer facts; the
+        demo traffic is dry runs). Replayed answers are never counted: they repeat an earlier
+        decision. Outcomes never join a dry run, whatever this says: it contacted nobody.
+    outcome_horizon_days:
+        How long after a decision its outcome (acceptance, churn) may still arrive. The outcome
+        side of a report reads the decisions of the window and of this many days before it
+        (:func:`~retention.monitoring.outcomes.outcome_cohort`), so a late label meets its decision.
     """
 
     drift_spec: str = "monitoring/drift.yaml"
@@ -669,6 +674,7 @@ class MonitoringConfig:
     reference_spread_days: float = 7.0
     reference_chunk_size: int = 2000
     include_dry_runs: bool = True
+    outcome_horizon_days: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
 
     from retention.monitoring import report as rep
     from retention.monitoring.drift import compute_drift
-    from retention.monitoring.outcomes import join_outcomes, read_outcomes
+    from retention.monitoring.outcomes import join_outcomes, outcome_cohort
     from retention.monitoring.spec import load_spec
     from retention.monitoring.window import current_window, parse_window, reference_frame, validate_window
     from retention.runs import step_run
@@ -202,8 +202,7 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
             customers = reference_customers(model_uri, cfg)
             reference = reference_frame(service, customers, now=end, spread_days=m.reference_spread_days,
                                         chunk_size=m.reference_chunk_size)
-            found = read_outcomes(engine, since=start.date() if start else None)
-            joined = join_outcomes(current, found)
+            joined = join_outcomes(*outcome_cohort(engine, start, end, m.outcome_horizon_days))
             say(f"drift: comparing {len(current):,} decisions with {len(reference):,} reference rows (Evidently)")
             result = compute_drift(reference, current, spec, joined, window={
                 "text": window, "start": start.isoformat() if start else None, "end": end.isoformat()})
