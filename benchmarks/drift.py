@@ -62,6 +62,9 @@ SHIFTS = {
         PaymentMethod=np.where(r.random(len(w)) < 0.25, "Crypto wallet", w["PaymentMethod"]))),
 }
 
+# the stand-in acceptance curve has no calendar effect: any mix will do
+BANK_LIKE_CALENDAR = (("may", "mon", 0.6), ("dec", "fri", 0.4))
+
 
 class LogisticRisk:
     """Churn risk from a logistic regression on the Telco features (missing values handled as serving sends them)."""
@@ -104,7 +107,8 @@ def service(url: str, risk: LogisticRisk) -> DecisionService:
     cfg = load_config("cpu")
     rules = GuardRules(cfg.env.fatigue_cap, cfg.env.cooldown_days, cfg.env.contact_cost)
     return DecisionService(risk, CurveAccept(), GreedyExpectedValue(cfg.env), None, default_shield(), cfg.env,
-                           cfg.serving, ContactLedger(url, rules, budget=1e9), {"churn-risk": "logreg"})
+                           cfg.serving, ContactLedger(url, rules, budget=1e9), {"churn-risk": "logreg"},
+                           BANK_LIKE_CALENDAR)
 
 
 def requests(customers: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -156,8 +156,8 @@ def _score_options(p: argparse.ArgumentParser) -> None:
                 "decisions file to write (.parquet or .csv)")
     p.add_argument("--chunk-size", type=int, default=2000, help="records per decision batch")
     p.add_argument("--as-of", type=_timestamp, default=None, metavar="TIME",
-                   help="local time (ISO 8601, e.g. 2026-11-25T10:00) of records without local_time; the offer "
-                   "model uses its month and weekday (default: now, with a warning)")
+                   help="local time (ISO 8601, e.g. 2026-11-25T10:00) of records without local_time, for quiet "
+                   "hours and the send time; decisions never read the date (default: now, with a warning)")
     p.add_argument("--generation-budget-s", type=float, default=3600.0,
                    help="seconds per chunk for writing messages; the rest get the approved template")
 

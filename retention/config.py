@@ -176,8 +176,6 @@ class EnvConfig:
         Months the discount applies to once accepted (offer cost = pct * MonthlyCharges * months).
     contact_cost:
         Cost of sending one message, accepted or not.
-    campaign_month, campaign_day_of_week:
-        Timing features passed to the acceptance model.
     reward_mode:
         ``realized``: a saved churn pays ``value`` only if the customer really would have churned
         (the hidden draw). ``expected``: it pays ``value * P(would churn | still a customer)``.
@@ -194,9 +192,17 @@ class EnvConfig:
     ltv_months: float = 12.0
     offer_months: float = 3.0
     contact_cost: float = 0.1
-    campaign_month: str = "may"
-    campaign_day_of_week: str = "tue"
     reward_mode: str = "realized"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EnvConfig:
+        """An EnvConfig from a stored ``asdict`` (a policy spec, a bundle's serving.json).
+
+        ``campaign_month`` and ``campaign_day_of_week`` were retired when acceptance stopped reading the
+        calendar (it is averaged over the acceptance model's training calendar instead); policies and
+        bundles registered before that still carry them, and they are dropped here.
+        """
+        return cls(**{k: v for k, v in values.items() if k not in ("campaign_month", "campaign_day_of_week")})
 
 
 @dataclass(frozen=True)
@@ -653,8 +659,8 @@ class MonitoringConfig:
         Name of the Evidently project in the workspace.
     reference_spread_days:
         The reference customers are scored at local times spread over this many days before the
-        window's end, so the calendar inputs of the acceptance model (month, weekday) are spread as
-        in live traffic rather than all falling on one day.
+        window's end, as live traffic is. Decisions do not read the date (acceptance is averaged over
+        its training calendar), so this moves quiet hours and send times only.
     reference_chunk_size:
         Customers per ``decide`` call when the reference is scored.
     include_dry_runs:

@@ -60,14 +60,17 @@ CARDS: dict[str, Card] = {
         metrics=TABULAR_METRICS, gated_by="promote"),
     "offer-accept": Card(
         predicts="P(accept | customer, offer_level) for a retention offer of 0/5/10/15% (levels 0..3), from "
-                 "contact history, channel, month, weekday and age band only (what is known for a Telco "
-                 "customer at decision time).",
+                 "contact history, channel, age band and partner (what is known for a Telco customer at "
+                 "decision time), and the Bank call's month and weekday. Decisions average the month and "
+                 "weekday out over the training calls' calendar (logged in the version's `calendar` "
+                 "metadata): the contact's own date never enters a decision.",
         data="UCI Bank Marketing bank-additional-full (41,188 calls, `duration` dropped), validated `bank` "
              "splits of the `data` run (train / valid / test as for churn-risk).",
         limits=(EURIBOR_CAVEAT,
                 "Learnt on bank term-deposit calls, applied to telecom retention offers: a transfer assumption.",
-                "Without `local_time` the month and weekday are the day of scoring, so the same customer can "
-                "get another probability on another day."),
+                "The Bank's month effect is that bank's campaign calendar, not a telecom's: it is averaged "
+                "out, and only outcomes recorded under exploration can show a calendar effect of this "
+                "business."),
         metrics=TABULAR_METRICS, gated_by="promote"),
     "retention-policy": Card(
         predicts="The action for one reviewed customer: contact or not, offer level 0..3 and days until the "

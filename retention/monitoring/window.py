@@ -131,8 +131,8 @@ def reference_frame(service, customers: pd.DataFrame, now: datetime | None = Non
         Decision time (default now, UTC): the end of the window being compared.
     spread_days:
         Rows without a ``local_time`` get one spread uniformly over the ``spread_days`` before
-        ``now`` (10:00-18:00), so the calendar inputs of the acceptance model (month, weekday) are
-        spread as in live traffic.
+        ``now`` (10:00-18:00), as live traffic's are. Decisions do not read the date (acceptance is
+        averaged over its training calendar), so the spread moves quiet hours and send times only.
     chunk_size:
         Records per ``decide`` call.
     seed:

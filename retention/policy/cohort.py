@@ -6,8 +6,8 @@ A :class:`CustomerPool` holds, for every customer of a Telco split, what the sim
 * ``accept[i, k, c]``: calibrated P(accept offer level k | c earlier contacts this campaign)
   from ``offer-accept``. Within a campaign only ``campaign_contacts = c + 1`` changes; there is
   no earlier-campaign history (``days_since_last_contact`` missing, ``previous_contacts = 0``,
-  ``previous_outcome = "nonexistent"``), the channel is SMS (``cellular``), and the timing is
-  the configured campaign month and weekday;
+  ``previous_outcome = "nonexistent"``), the channel is SMS (``cellular``), and the calendar is
+  averaged out over the acceptance model's training calendar, as in serving;
 * ``value[i]``: revenue retained when a churn is prevented, ``MonthlyCharges * ltv_months``;
 * ``offer_cost[i, k]``: discount paid if offer k is accepted,
   ``pct_k * MonthlyCharges * offer_months``.
@@ -24,7 +24,7 @@ import pandas as pd
 
 from retention.config import EnvConfig
 from retention.policy import OFFER_PERCENT
-from retention.tabular.features import RISK_FEATURES, offer_acceptance
+from retention.tabular.features import RISK_FEATURES, Calendar, offer_acceptance
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,17 @@ def offer_costs(monthly: np.ndarray, offer_months: float) -> np.ndarray:
     return np.asarray(monthly, dtype=float)[:, None] * pct[None, :] * offer_months
 
 
-def build_pool(customers: pd.DataFrame, risk_model, accept_model, env: EnvConfig) -> CustomerPool:
-    """Score ``customers`` (processed Telco rows) with the two models; see module docstring."""
+def build_pool(customers: pd.DataFrame, risk_model, accept_model, env: EnvConfig,
+               calendar: Calendar) -> CustomerPool:
+    """Score ``customers`` (processed Telco rows) with the two models; see module docstring.
+
+    ``calendar`` is the acceptance model's training calendar
+    (:func:`~retention.tabular.features.calendar_distribution`).
+    """
     risk = risk_model.predict_proba(customers[list(RISK_FEATURES)])[:, 1]
-    accept = np.stack([
-        offer_acceptance(accept_model, customers, float(c + 1), env.campaign_month, env.campaign_day_of_week)
-        for c in range(env.fatigue_cap)
-    ], axis=2)
+    cache: dict = {}
+    accept = np.stack([offer_acceptance(accept_model, customers, float(c + 1), calendar, cache)
+                       for c in range(env.fatigue_cap)], axis=2)
     monthly = customers["MonthlyCharges"].to_numpy(dtype=float)
     return CustomerPool(
         customer_ids=customers["customerID"].to_numpy(),

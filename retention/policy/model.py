@@ -28,7 +28,7 @@ def build_policy(spec: dict[str, Any], weights_path: str | None = None):
     """Rebuild a policy object from its JSON spec (and PPO weights)."""
     from retention.policy import baselines as B
 
-    env = EnvConfig(**spec["env"])
+    env = EnvConfig.from_dict(spec["env"])
     kind = spec["kind"]
     if kind == "ppo":
         import torch

@@ -19,13 +19,21 @@ from retention.policy.env import OBS_COLUMNS
 from retention.policy.evaluate import Evaluation
 from retention.policy.model import MASK_COLUMNS, OUTPUT_COLUMNS
 from retention.registry import CHALLENGER, CHAMPION
+from retention.tabular.features import calendar_from_metadata
 from retention.tracking import pip_requirements
 
 POLICY_MODEL = "retention-policy"
 
 
 def champion_models(client: MlflowClient | None = None):
-    """Load the ``champion`` versions of churn-risk and offer-accept; returns (risk, accept, versions)."""
+    """Load the ``champion`` versions of churn-risk and offer-accept.
+
+    Returns
+    -------
+    tuple
+        (risk, accept, versions, calendar): the two models, their versions, and the acceptance
+        model's training calendar (:func:`~retention.tabular.features.calendar_from_metadata`).
+    """
     client = client or MlflowClient()
     models, versions = [], {}
     for name in ("churn-risk", "offer-accept"):
@@ -38,14 +46,17 @@ def champion_models(client: MlflowClient | None = None):
             ) from None
         models.append(mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}"))
         versions[name] = mv.version
-    return models[0], models[1], versions
+    uri = f"models:/offer-accept@{CHAMPION}"
+    calendar = calendar_from_metadata(mlflow.models.get_model_info(uri).metadata,
+                                      f"offer-accept v{versions['offer-accept']}")
+    return models[0], models[1], versions, calendar
 
 
 def pool_for_split(cfg: Config, processed_dir: Path, split: str) -> tuple[CustomerPool, dict[str, str]]:
     """Score a Telco split with the champion models (train: training cohorts; test: held-out)."""
-    risk, accept, versions = champion_models()
+    risk, accept, versions, calendar = champion_models()
     customers = load_split(processed_dir, "telco", split)
-    return build_pool(customers, risk, accept, cfg.env), versions
+    return build_pool(customers, risk, accept, cfg.env, calendar), versions
 
 
 def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow.models.model.ModelInfo:

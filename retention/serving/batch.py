@@ -4,10 +4,10 @@ The composite model is loaded once and records are decided in chunks. Nested fie
 flattened into the columns of :data:`retention.serving.schema.FLAT_COLUMNS`, as the Spark path
 (:mod:`retention.serving.spark`) does.
 
-**The date matters.** The acceptance model uses the month and weekday of the contact. A record
-without ``local_time`` is decided as of ``as_of`` (``retention score --as-of 2026-11-25T10:00``),
-or as of now when that is not given either, with a warning: the same file scored on another day
-can then get other offers.
+**The date sets the send time, not the decision.** Acceptance is averaged over its training
+calendar, so a customer gets the same decision on any day. A record without ``local_time`` is
+checked against quiet hours as of ``as_of`` (``retention score --as-of 2026-11-25T10:00``), or as
+of now when that is not given either, with a warning.
 
 **A dry run writes nothing**: no contact is booked, no inference-log row or MLflow trace is written, and no ledger
 file is created. When the ledger does not exist yet, the dry run decides against an empty one in
@@ -82,9 +82,8 @@ def with_default_time(customers: pd.DataFrame, as_of: datetime | None) -> pd.Dat
     if not missing:
         return customers
     if as_of is None:
-        log.warning("%d record(s) have no local_time: they are decided as of now (%s), and the acceptance model "
-                    "uses its month and weekday, so another day can give other offers; pass --as-of to fix the "
-                    "date", missing, datetime.now().strftime("%Y-%m-%d"))
+        log.warning("%d record(s) have no local_time: their quiet hours and send times are checked as of now "
+                    "(%s); pass --as-of to fix the time", missing, datetime.now().strftime("%Y-%m-%d %H:%M"))
         return customers
     times = customers["local_time"].where(given, as_of.isoformat()) if "local_time" in customers.columns \
         else as_of.isoformat()

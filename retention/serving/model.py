@@ -31,7 +31,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_CONFLICT
 from mlflow.pyfunc.context import get_prediction_context
 from mlflow.types.schema import ParamSchema, ParamSpec
@@ -40,6 +40,7 @@ from retention.config import EnvConfig, ServingConfig
 from retention.serving.ledger import RequestConflict
 from retention.serving.schema import OUTPUTS, RequestError
 from retention.serving.signature import enforced_input_schema, flatten, output_schema
+from retention.tabular.features import calendar_from_metadata
 
 COMPONENTS = {"churn_risk": "churn-risk", "offer_accept": "offer-accept", "policy": "retention-policy",
               "generator": "message-generator"}
@@ -159,9 +160,11 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     if unknown:
         raise MlflowException(f"unknown serving setting(s) in model_config: {unknown}; the fields of "
                               "retention.config.ServingConfig are allowed", error_code=INVALID_PARAMETER_VALUE)
-    env, serving = EnvConfig(**cfg["env"]), ServingConfig(**{**cfg["serving"], **overrides})
+    env, serving = EnvConfig.from_dict(cfg["env"]), ServingConfig(**{**cfg["serving"], **overrides})
     risk = mlflow.sklearn.load_model(artifacts["churn_risk"])
     accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
+    calendar = calendar_from_metadata(Model.load(artifacts["offer_accept"]).metadata,
+                                      f"offer-accept v{cfg['versions'].get('offer-accept')}")
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
     generator = None
     if with_generator and "generator" in artifacts:  # a bundle without a champion generator sends templates
@@ -174,7 +177,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
                            serving.campaign_budget, serving.response_retention_days)
     categories = {k: set(v) for k, v in cfg["categories"].items()}
     return DecisionService(risk, accept, policy, generator, Shield.from_yaml(artifacts["rules"]), env, serving,
-                           ledger, cfg["versions"], categories, cfg.get("bundle_run_id"))
+                           ledger, cfg["versions"], calendar, categories, cfg.get("bundle_run_id"))
 
 
 class RetentionModel(mlflow.pyfunc.PythonModel):

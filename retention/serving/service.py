@@ -42,14 +42,12 @@ from retention.policy.guard import GuardRules, action_mask, guard
 from retention.serving import inference_log
 from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
 from retention.serving.schema import allowed_categories, parse_request, unknown_fields_note
-from retention.tabular.features import RISK_FEATURES, UnseenCategoryWarning, offer_acceptance
+from retention.tabular.features import RISK_FEATURES, Calendar, UnseenCategoryWarning, offer_acceptance
 from retention.tracking import span
 
 log = logging.getLogger(__name__)
 # the bundle's version entry for message-generator when no version passed its gate (templates only)
 NO_CHAMPION_GENERATOR = "none (no champion: approved templates only)"
-MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "mon", "mon")  # weekend -> next contact day in Bank data
 
 
 @dataclass
@@ -63,8 +61,11 @@ class Generator:
 class DecisionService:
     def __init__(self, risk_model, accept_model, policy, generator: Generator | None, shield: Shield,
                  env: EnvConfig, serving: ServingConfig, ledger: ContactLedger, versions: dict[str, str],
-                 categories: dict[str, set[str]] | None = None, bundle_run_id: str | None = None):
+                 calendar: Calendar, categories: dict[str, set[str]] | None = None,
+                 bundle_run_id: str | None = None):
         self.risk, self.accept, self.policy, self.generator = risk_model, accept_model, policy, generator
+        self.calendar = calendar  # acceptance is averaged over it: decisions never read the contact's date
+        self._accept_cache: dict = {}
         self.categories = categories if categories is not None else allowed_categories()
         self.shield, self.env, self.serving, self.ledger, self.versions = shield, env, serving, ledger, versions
         self.rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
@@ -73,12 +74,10 @@ class DecisionService:
         self.bundle_run_id = bundle_run_id
 
     # ------------------------------------------------------------------ scoring
-    def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray, now: datetime) -> np.ndarray:
-        """P(accept) of each offer. The model uses the contact's month and weekday: a record without
-        ``local_time`` is decided as of ``now`` (and warned about in :meth:`decide`)."""
-        times = [t if t is not None else now for t in rows["local_time"]]
-        return offer_acceptance(self.accept, rows, fatigue + 1.0, [MONTHS[t.month - 1] for t in times],
-                                [WEEKDAYS[t.weekday()] for t in times])
+    def _accept_probs(self, rows: pd.DataFrame, fatigue: np.ndarray) -> np.ndarray:
+        """P(accept) of each offer, averaged over the acceptance model's training calendar: the same
+        customer gets the same probabilities whatever the date (:func:`offer_acceptance`)."""
+        return offer_acceptance(self.accept, rows, fatigue + 1.0, self.calendar, self._accept_cache)
 
     def decide(self, request: pd.DataFrame, now: datetime | None = None,
                dropped_fields: list[str] | None = None) -> pd.DataFrame:
@@ -112,8 +111,8 @@ class DecisionService:
                 record_notes.append(note)
         for i, when in enumerate(rows["local_time"]):
             if when is None:
-                notes[i].append(f"local_time not given: decided as of {now:%Y-%m-%d} (server time); the offer "
-                                "model uses the month and weekday, so another day can give another offer")
+                notes[i].append(f"local_time not given: decided as of {now:%Y-%m-%d %H:%M} UTC (server time), "
+                                "so quiet hours and the send time are checked against it")
         self._maybe_prune(now)
         ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
         recorded = self.ledger.replay(request_ids)
@@ -127,7 +126,7 @@ class DecisionService:
         states, budget_total, budget_left = self.ledger.states(ids, now)
         fatigue = np.array([states[c].fatigue_count for c in ids], dtype=float)
         dsc = np.array([states[c].days_since_contact for c in ids], dtype=float)
-        accept = self._accept_probs(rows, fatigue, now)
+        accept = self._accept_probs(rows, fatigue)
         monthly = rows["MonthlyCharges"].fillna(0.0).to_numpy(dtype=float)
         costs = offer_costs(monthly, self.env.offer_months)
         budget = np.full(len(rows), budget_left)

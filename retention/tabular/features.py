@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from retention.data import telco
-from retention.errors import InputError
+from retention.errors import InputError, RegistryError
 
 MAX_EXAMPLES = 3
 
@@ -224,18 +224,75 @@ def telco_acceptance_frame(
     )
 
 
+CALENDAR_COLUMNS = ("month", "day_of_week")
+Calendar = tuple[tuple[str, str, float], ...]  # (month, day_of_week, share of the training rows)
+CALENDAR_KEY = "calendar"  # where the offer-accept model version keeps its Calendar (MLmodel metadata)
+
+
+def calendar_distribution(frame: pd.DataFrame) -> Calendar:
+    """The mix of (month, day_of_week) in the acceptance model's training rows, shares summing to 1.
+
+    The Bank data's calendar reflects that bank's campaign calendar, not a telecom's customers, so
+    decisions never read the contact's date: acceptance is averaged over this mix instead
+    (:func:`offer_acceptance`), the marginal the model was calibrated on.
+    """
+    counts = frame.groupby(list(CALENDAR_COLUMNS), observed=True).size()
+    counts = counts[counts > 0].sort_index()
+    total = float(counts.sum())
+    return tuple((str(m), str(d), float(n) / total) for (m, d), n in counts.items())
+
+
+def calendar_from_metadata(metadata: dict | None, source: str) -> Calendar:
+    """The :data:`Calendar` an offer-accept model version was logged with (its MLmodel ``metadata``).
+
+    Raises
+    ------
+    RegistryError
+        For a version logged before acceptance stopped reading the date (``source`` names it).
+    """
+    raw = (metadata or {}).get(CALENDAR_KEY)
+    if not raw:
+        raise RegistryError(f"{source} has no training calendar in its metadata (it was trained before decisions "
+                            "stopped reading the contact's date); run `retention train_accept` and `retention "
+                            "promote` again (or `make run`)")
+    return tuple((str(m), str(d), float(w)) for m, d, w in raw)
+
+
 def offer_acceptance(
     accept_model,
     customers: pd.DataFrame,
     campaign_contacts: Sequence[float] | np.ndarray | float,
-    month: str | Sequence[str],
-    day_of_week: str | Sequence[str],
+    calendar: Calendar,
+    cache: dict | None = None,
 ) -> np.ndarray:
-    """P(accept) of every offer level for each customer, shape (n, 4), in one model call."""
-    frames = [
-        telco_acceptance_frame(customers, k, campaign_contacts=campaign_contacts, month=month,
-                               day_of_week=day_of_week)
-        for k in range(len(OFFER_PERCENT))
-    ]
-    probs = accept_model.predict_proba(pd.concat(frames, ignore_index=True))[:, 1]
-    return probs.reshape(len(OFFER_PERCENT), len(customers)).T
+    """P(accept) of every offer level for each customer, shape (n, 4), averaged over ``calendar``.
+
+    ``sum_c w_c P(accept | customer, offer, month_c, weekday_c)``: the contact's own date never enters,
+    so the same customer gets the same probabilities on 30 November and on 1 December.
+
+    Telco customers differ in few acceptance features (age band, partner, contacts so far), so the
+    rows are scored once per distinct feature row: every (distinct row, offer, calendar cell) in one
+    model call, then averaged. ``cache`` (a dict kept by the caller for one model and calendar) keeps
+    the distinct rows' results across calls; it is cleared when it passes 10,000 entries.
+    """
+    n_offers = len(OFFER_PERCENT)
+    base = telco_acceptance_frame(customers, 0, campaign_contacts=campaign_contacts)
+    varying = [c for c in ACCEPT_FEATURES if c not in ("offer_level", *CALENDAR_COLUMNS)]
+    keys = list(base[varying].astype(object).where(base[varying].notna(), None).itertuples(index=False, name=None))
+    cache = {} if cache is None else cache
+    if len(cache) > 10_000:
+        cache.clear()
+    todo = list(dict.fromkeys(k for k in keys if k not in cache))
+    if todo:
+        distinct = pd.DataFrame(todo, columns=varying)
+        months, days, weights = (np.asarray(x) for x in zip(*calendar, strict=True))
+        grid = distinct.loc[distinct.index.repeat(n_offers * len(months))].reset_index(drop=True)
+        grid["offer_level"] = np.tile(np.repeat(np.arange(n_offers, dtype="float64"), len(months)), len(distinct))
+        grid["month"] = np.tile(months, n_offers * len(distinct))
+        grid["day_of_week"] = np.tile(days, n_offers * len(distinct))
+        for col in ACCEPT_NUMERIC:  # the distinct rows came back as Python objects (None for missing)
+            grid[col] = grid[col].astype("float64")
+        probs = accept_model.predict_proba(grid[list(ACCEPT_FEATURES)])[:, 1]
+        marginal = probs.reshape(len(distinct), n_offers, len(months)) @ (weights.astype(float) / weights.sum())
+        cache.update(zip(todo, marginal, strict=True))
+    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, n_offers))

@@ -63,8 +63,12 @@ def brier_metric(scores: pd.Series):
 
 
 def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int,
-                 test_dataset: mlflow.data.dataset.Dataset | None = None) -> mlflow.models.model.ModelInfo:
+                 test_dataset: mlflow.data.dataset.Dataset | None = None,
+                 metadata: dict | None = None) -> mlflow.models.model.ModelInfo:
     """Log everything about ``result`` to the active run and register the model version.
+
+    ``metadata`` goes into the logged model's MLmodel file and travels with every version (the
+    acceptance model's training calendar, :func:`~retention.tabular.features.calendar_distribution`).
 
     Metric names are grouped by prefix, which is how MLflow's UI groups its charts: ``test_raw/`` and
     ``test_logreg/`` hold the uncalibrated model and the baseline, ``valid/`` the calibrated model on
@@ -114,6 +118,7 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int,
             registered_model_name=spec.registered_name,
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            metadata=metadata,
         )
     evaluate_classifier(info, X_example, result.y_test, result.test_predictions["calibrated"], ece_bins,
                         test_dataset)

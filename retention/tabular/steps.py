@@ -16,6 +16,7 @@ from retention.runs import step_run
 
 def _train(entry_point: str, cfg: Config, params: dict[str, Any]) -> str:
     from retention.data.pipeline import load_split
+    from retention.tabular.features import CALENDAR_KEY, calendar_distribution
     from retention.tabular.logging import log_training
     from retention.tabular.train import ACCEPT, RISK, accept_xy, risk_xy, train_model
 
@@ -30,7 +31,10 @@ def _train(entry_point: str, cfg: Config, params: dict[str, Any]) -> str:
         splits = {s: to_xy(df) for s, df in frames.items()}
         result = train_model(spec, splits["train"], splits["valid"], splits["test"], model_cfg,
                              seed=cfg.data.seed, ece_bins=cfg.gate.ece_bins)
-        info = log_training(result, splits["test"][0], cfg.gate.ece_bins, inputs["test"])
+        # acceptance never reads the contact's date: its training calendar travels with the model
+        metadata = ({CALENDAR_KEY: [list(cell) for cell in calendar_distribution(splits["train"][0])]}
+                    if spec is ACCEPT else None)
+        info = log_training(result, splits["test"][0], cfg.gate.ece_bins, inputs["test"], metadata)
         write_cards(MlflowClient(), spec.registered_name, info.registered_model_version)
         m = result.metrics
         print(f"{entry_point}: {spec.registered_name} v{info.registered_model_version} in {result.seconds:.1f}s; "

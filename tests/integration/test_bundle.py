@@ -160,17 +160,22 @@ def test_a_dry_run_from_another_folder_writes_no_file(bundle, tmp_path, capsys, 
 
 def test_as_of_fixes_the_date_of_records_without_local_time(bundle, tmp_path):
     """Scored twice with the same --as-of, the same file gets the same decisions; without it each
-    record carries the warning that today's date was used."""
+    record carries the warning that today's date was used. On another date (30 November, 1 December)
+    the real bundle's decisions and predictions are the same: decisions never read the date."""
     customers = load_split(bundle.home / "processed", "telco", "test").head(8).drop(columns=["Churn"])
     customers.to_parquet(tmp_path / "in.parquet")
     env = {**bundle.env, "RETENTION_LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
     with within(bundle.home, env):
         for name, extra in (("a", ["--as-of", "2026-05-04T10:00"]), ("b", ["--as-of", "2026-05-04T10:00"]),
-                            ("c", [])):
+                            ("c", []), ("d", ["--as-of", "2026-11-30T10:00"]), ("e", ["--as-of", "2026-12-01T10:00"])):
             assert main(["--no-progress", "score", "--input", str(tmp_path / "in.parquet"), "--output",
                          str(tmp_path / f"{name}.parquet"), "--dry-run", *extra]) == 0
-    a, b, c = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in "abc")
+    a, b, c, d, e = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in "abcde")
     pd.testing.assert_frame_equal(a.drop(columns=["message"]), b.drop(columns=["message"]))
+    decided = ["contact", "offer_level", "offer_percentage", "delay_days", "estimated_retention_prob", "churn_risk",
+               "expected_value"]
+    pd.testing.assert_frame_equal(d[decided], e[decided])
+    pd.testing.assert_frame_equal(a[decided], e[decided])
     assert not a["warnings"].str.contains("local_time not given").any()
     assert c["warnings"].str.contains("local_time not given").all()
 

@@ -27,6 +27,9 @@ from retention.serving import inference_log
 from retention.serving.ledger import ContactLedger
 from retention.serving.service import DecisionService
 
+# the acceptance models here are stand-ins: any (month, weekday, share) mix serves as their calendar
+TEST_CALENDAR = (("may", "mon", 0.6), ("dec", "fri", 0.4))
+
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 WINDOW_ROWS = 300
 NAMES = ("Zebulon", "Quintessa", "Bartholomew")
@@ -64,7 +67,7 @@ def make_service(url: str) -> DecisionService:
     cfg = load_config("smoke")
     ledger = ContactLedger(url, _rules(cfg), budget=1e7)
     return DecisionService(StandInRisk(), StandInAccept(), GreedyExpectedValue(cfg.env), None, default_shield(),
-                           cfg.env, cfg.serving, ledger, {"churn-risk": "stand-in"})
+                           cfg.env, cfg.serving, ledger, {"churn-risk": "stand-in"}, TEST_CALENDAR)
 
 
 def _rules(cfg):

@@ -14,6 +14,9 @@ from retention.policy.env import remaining_risk
 from retention.policy.guard import GuardRules
 from retention.policy.lagrangian import customer_dp, lagrangian_bound
 
+# the acceptance models here are stand-ins: any (month, weekday, share) mix serves as their calendar
+TEST_CALENDAR = (("may", "mon", 0.6), ("dec", "fri", 0.4))
+
 TINY = dataclasses.replace(load_config("smoke").env, cohort_size=3, horizon_days=5, fatigue_cap=2, cooldown_days=2)
 
 
@@ -228,7 +231,7 @@ def test_index_policy_behind_the_decision_service_follows_the_ledger(tmp_path):
 
     def service(risk, ledger):
         return DecisionService(Fixed(risk), Fixed(0.3), policy, None, default_shield(), cfg.env, cfg.serving, ledger,
-                               {"churn-risk": "1"})
+                               {"churn-risk": "1"}, TEST_CALENDAR)
 
     ledger = ContactLedger(f"sqlite:///{tmp_path / 'ledger.db'}", rules, budget=100.0)
     first = service(0.6, ledger).decide(pd.DataFrame([customer]), now=now).iloc[0]

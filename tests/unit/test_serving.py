@@ -17,6 +17,9 @@ from retention.serving.ledger import Booking, ContactLedger, RequestConflict, us
 from retention.serving.schema import MAX_BATCH, RequestError, parse_request
 from retention.serving.service import DecisionService
 
+# the acceptance models here are stand-ins: any (month, weekday, share) mix serves as their calendar
+TEST_CALENDAR = (("may", "mon", 0.6), ("dec", "fri", 0.4))
+
 RULES = GuardRules(fatigue_cap=2, cooldown_days=7, contact_cost=0.1)
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 CUSTOMER = {"customer_id": "7590-VHVEG", "name": "Maria", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes",
@@ -270,7 +273,7 @@ class FixedProba:
 def _service(ledger, policy=None):
     cfg = load_config("smoke")
     return DecisionService(FixedProba(0.6), FixedProba(0.3), policy or GreedyExpectedValue(cfg.env), None,
-                           default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"})
+                           default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"}, TEST_CALENDAR)
 
 
 def test_service_decides_records_and_answers_with_a_safe_message(ledger):
@@ -292,7 +295,8 @@ def test_a_service_loaded_without_its_bundled_generator_says_so(ledger):
     template's reason must not claim the bundle has none."""
     cfg = load_config("smoke")
     service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), None, default_shield(),
-                              cfg.env, cfg.serving, ledger, {"churn-risk": "1", "message-generator": "3"})
+                              cfg.env, cfg.serving, ledger, {"churn-risk": "1", "message-generator": "3"},
+                              TEST_CALENDAR)
     row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
     assert row["message_source"] == "template"
     warnings = row["metadata"]["warnings"]
@@ -367,7 +371,7 @@ def test_a_generator_fault_falls_back_to_the_template(ledger, monkeypatch):
     monkeypatch.setattr(service_module, "generate_batch", boom)
     cfg = load_config("smoke")
     service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), _BrokenGenerator(),
-                              default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"})
+                              default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"}, TEST_CALENDAR)
     row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
     assert row["decision"]["contact"] and row["message_source"] == "template"
     assert "message generation timed out or failed: template used" in row["metadata"]["warnings"]
@@ -434,7 +438,7 @@ def test_a_record_without_local_time_is_decided_as_of_now_with_a_warning(ledger)
 
 
 def test_as_of_fills_only_the_records_without_local_time():
-    """The acceptance model reads month and weekday: ``with_default_time`` pins them for a batch."""
+    """Quiet hours read the local time: ``with_default_time`` pins it for a batch."""
     from retention.serving.batch import with_default_time
 
     frame = pd.DataFrame([{**CUSTOMER}, {**CUSTOMER, "customer_id": "k", "local_time": "2026-05-05T09:00:00"}])
