@@ -624,6 +624,14 @@ class ServingConfig:
         Days left in the campaign, as the policy observes it.
     demo_customers:
         Test-split customers printed by ``bundle`` as a demo.
+    holdout_share:
+        Share of customers in the persistent holdout, never contacted (in [0, 1); 0 turns it off).
+        Decided by a keyed hash of the customer id (:mod:`retention.serving.assignment`).
+    holdout_salt:
+        The holdout's own salt. Changing it draws a new holdout: keep it for the life of a programme.
+    explore_epsilon:
+        Probability in [0, 1] that a decision outside the holdout takes an arm drawn uniformly from
+        those the guard allows, instead of the policy's. Every arm's probability is logged.
     """
 
     ledger_url: str = "sqlite:///ledger.db"
@@ -640,6 +648,18 @@ class ServingConfig:
     generation_quantize: str = "none"
     days_left: int = 60
     demo_customers: int = 4
+    holdout_share: float = 0.10
+    holdout_salt: str = "retention-holdout-1"
+    explore_epsilon: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ConfigError(f"serving.holdout_share must be in [0, 1), got {self.holdout_share}: 0.1 keeps "
+                              "10 % of customers out of every campaign")
+        if not 0.0 <= self.explore_epsilon <= 1.0:
+            raise ConfigError(f"serving.explore_epsilon must be in [0, 1], got {self.explore_epsilon}")
+        if not self.holdout_salt.strip():
+            raise ConfigError("serving.holdout_salt may not be empty: any fixed text, kept for the programme's life")
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,18 @@ def customer_key(customer_id: str, key: bytes) -> str:
     return hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()
 
 
+AUDIT_COLUMNS = ("policy_contact", "policy_offer", "proposed_contact", "proposed_offer", "guard_override",
+                 "arm_probs", "arm_mask", "arm_values", "observation")
+
+
 def log_rows(rows: pd.DataFrame, responses: Sequence[dict[str, Any]], key: bytes, bundle_run_id: str | None,
-             now: datetime) -> list[dict[str, Any]]:
-    """One log row per response, from the validated request ``rows`` (see module docstring)."""
+             now: datetime, audit: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One log row per response, from the validated request ``rows`` (see module docstring).
+
+    ``audit`` holds, per row, what off-policy evaluation needs beyond the response (:data:`AUDIT_COLUMNS`:
+    the policy's arm before and after the guard, the arm mask, probabilities and values, the
+    observation). A replayed answer logs none of it: it repeats a decision logged before.
+    """
     features = {c: [_plain(v) for v in rows[c].tolist()] for c in FEATURE_COLUMNS}
     versions_json: dict[int, str] = {}  # the responses of one request share their model_versions dict
     out = []
@@ -87,7 +96,13 @@ def log_rows(rows: pd.DataFrame, responses: Sequence[dict[str, Any]], key: bytes
             "contact": bool(d["contact"]), "offer_level": int(d["offer_level"]), "delay_days": int(d["delay_days"]),
             "message_source": r.get("message_source"), "shield_passed": safety.get("passed"),
             "shield_violations": json.dumps(dict(rules)) if rules else "{}",
+            "assignment": meta.get("assignment"), "propensity": meta.get("propensity"),
         }
+        replayed = bool(meta.get("replayed"))
+        for c in AUDIT_COLUMNS:
+            row[c] = None if replayed or audit is None else audit[i][c]
+        if replayed:
+            row["assignment"] = row["propensity"] = None
         for c in FEATURE_COLUMNS:
             row[c] = features[c][i]
         for k in range(OFFERS):

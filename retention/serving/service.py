@@ -7,7 +7,10 @@ For a batch of customer records:
    customer rejects the batch (:class:`~retention.serving.ledger.RequestConflict`);
 3. score churn risk and acceptance of each offer with the champion tabular models;
 4. read each customer's state (days since contact, fatigue, cooldown, budget) from the ledger;
-5. ask the policy, then apply the **guard** (hard constraints) to its answer;
+5. ask the policy, then apply the **guard** (hard constraints) to its answer; then the
+   **assignment** (:mod:`retention.serving.assignment`): the persistent holdout is never contacted,
+   and with probability ε an arm the guard allows is drawn instead of the policy's. Every arm's
+   probability is logged;
 6. write messages in batches under a time budget and pass each through the **shield**. On a
    timeout, a generator fault or a block, and when the bundle has no champion generator, the
    approved template is sent. No unsafe message leaves;
@@ -37,9 +40,10 @@ from retention.messaging.prompts import facts_from_record
 from retention.messaging.shield import Shield
 from retention.offers import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
-from retention.policy.env import observation
+from retention.policy.env import OBS_COLUMNS, observation
 from retention.policy.guard import GuardRules, action_mask, guard
 from retention.serving import inference_log
+from retention.serving.assignment import ARMS, EXPLORE, HOLDOUT, allowed_arms, arm_of, assign, in_holdout, unit_hashes
 from retention.serving.ledger import Booking, ContactLedger, RequestConflict, as_replayed
 from retention.serving.schema import allowed_categories, parse_request, unknown_fields_note
 from retention.tabular.features import RISK_FEATURES, Calendar, UnseenCategoryWarning, offer_acceptance
@@ -134,7 +138,15 @@ class DecisionService:
                           monthly, self.rules, self.env.horizon_days)
         contact_ok, offer_ok = action_mask(budget, fatigue, dsc, costs, self.rules)
         proposed = np.asarray(self.policy.act(obs, contact_ok, offer_ok), dtype=np.int64)
-        actions, overridden = guard(proposed, budget, fatigue, dsc, costs, self.rules)
+        guarded, overridden = guard(proposed, budget, fatigue, dsc, costs, self.rules)
+        allowed = allowed_arms(contact_ok, offer_ok)
+        s = self.serving
+        decision_ids = [rid if rid else f"{cid}|{now.isoformat()}" for cid, rid in zip(ids, request_ids, strict=True)]
+        holdout = in_holdout(ids, s.holdout_salt, s.holdout_share)
+        assigned = assign(arm_of(guarded[:, 0], guarded[:, 1]), allowed, holdout, s.explore_epsilon,
+                          unit_hashes(f"explore:{s.holdout_salt}", decision_ids))
+        taken = np.asarray(ARMS, dtype=np.int64)[assigned.arm]
+        actions = np.column_stack([taken, guarded[:, 2]])
 
         dry_runs, with_message = rows["dry_run"].tolist(), rows["with_message"].tolist()
         risk_out, accept_out = np.round(risk, 4).tolist(), np.round(accept, 4).tolist()
@@ -143,8 +155,16 @@ class DecisionService:
         chosen = accept[row, offer]
         retained_if_contacted = np.round(1 - risk + risk * chosen, 4).tolist()
         retained_otherwise = np.round(1 - risk, 4).tolist()
-        value_if_contacted = np.round(chosen * (risk * monthly * self.env.ltv_months - costs[row, offer])
-                                      - self.env.contact_cost, 2).tolist()
+        arm_value = accept * ((risk * monthly * self.env.ltv_months)[:, None] - costs) - self.env.contact_cost
+        value_if_contacted = np.round(arm_value[row, offer], 2).tolist()
+        audit = [{"policy_contact": bool(guarded[i, 0]), "policy_offer": int(guarded[i, 1]),
+                  "proposed_contact": bool(proposed[i, 0]), "proposed_offer": int(proposed[i, 1]),
+                  "guard_override": bool(overridden[i]),
+                  "arm_probs": json.dumps(np.round(assigned.probs[i], 6).tolist()),
+                  "arm_mask": json.dumps(allowed[i].tolist()),
+                  "arm_values": json.dumps([0.0, *np.round(arm_value[i], 4).tolist()]),
+                  "observation": json.dumps(dict(zip(OBS_COLUMNS, np.round(obs[i], 6).tolist(), strict=True)))}
+                 for i in range(len(rows))]
         out: list[dict[str, Any]] = []
         writes: list[tuple[int, dict[str, Any]]] = []  # (row, response) of contacts that get a message
         for i, (cid, rid, dry) in enumerate(zip(ids, request_ids, dry_runs, strict=True)):
@@ -155,6 +175,13 @@ class DecisionService:
             warn = list(notes[i])
             if overridden[i]:
                 warn.append("the guard changed the policy's proposal to respect fatigue, cooldown or budget")
+            group = assigned.group[i]
+            if group == HOLDOUT:
+                warn.append("holdout: this customer is in the persistent holdout and is never contacted, so the "
+                            "campaign's effect can be measured against it")
+            elif group == EXPLORE:
+                warn.append(f"exploration: this decision's arm was drawn at random among those the rules allow "
+                            f"(serving.explore_epsilon = {s.explore_epsilon:g}), to learn what other offers do")
             response = {
                 "customer_id": cid, "request_id": rid,
                 "decision": {"contact": bool(contact), "offer_level": k if contact else 0,
@@ -165,7 +192,8 @@ class DecisionService:
                 "metadata": {"churn_risk": risk_out[i], "accept_prob": accept_out[i],
                              "expected_value": value_if_contacted[i] if contact else 0.0,
                              "model_versions": self.versions, "warnings": warn, "dry_run": dry,
-                             "replayed": False},
+                             "replayed": False, "assignment": group,
+                             "propensity": round(float(assigned.propensity[i]), 6)},
             }
             out.append(response)
             if contact and with_message[i]:
@@ -184,7 +212,7 @@ class DecisionService:
             for i, response in zip(pending, committed, strict=True):
                 out[i] = response
             if self.serving.inference_log:
-                inference_log.write(conn, inference_log.log_rows(rows, out, key, self.bundle_run_id, now))
+                inference_log.write(conn, inference_log.log_rows(rows, out, key, self.bundle_run_id, now, audit))
 
         if bookings or self.serving.inference_log:
             self.ledger.commit(bookings, now, also=merge_and_log)

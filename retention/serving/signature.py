@@ -187,7 +187,8 @@ FLAT_COLUMNS = {
     "customer_id": "string", "request_id": "string", "contact": "boolean", "offer_level": "int",
     "offer_percentage": "int", "delay_days": "int", "estimated_retention_prob": "double", "message": "string",
     "message_source": "string", "safety_passed": "boolean", "violations": "string", "send_at": "string",
-    "churn_risk": "double", "expected_value": "double", "warnings": "string",
+    "churn_risk": "double", "expected_value": "double", "warnings": "string", "assignment": "string",
+    "propensity": "double",
 }
 SPARK_RESULT_TYPE = ", ".join(f"{name} {kind}" for name, kind in FLAT_COLUMNS.items())
 
@@ -201,7 +202,8 @@ def flatten(responses: pd.DataFrame) -> pd.DataFrame:
                      "message": r["message"], "message_source": r["message_source"],
                      "safety_passed": safety.get("passed"), "violations": json.dumps(safety.get("violations", [])),
                      "send_at": safety.get("send_at"), "churn_risk": meta["churn_risk"],
-                     "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"])})
+                     "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"]),
+                     "assignment": meta.get("assignment"), "propensity": meta.get("propensity")})
     return pd.DataFrame(rows, columns=list(FLAT_COLUMNS))
 
 
@@ -220,7 +222,8 @@ def output_schema() -> Schema:
     safety = obj(("passed", "boolean", False), ("violations", Array(violation), False), ("send_at", "string", False))
     metadata = obj(("churn_risk", "double", True), ("accept_prob", Array("double"), True),
                    ("expected_value", "double", True), ("model_versions", AnyType(), True),
-                   ("warnings", Array("string"), True), ("dry_run", "boolean", True), ("replayed", "boolean", True))
+                   ("warnings", Array("string"), True), ("dry_run", "boolean", True), ("replayed", "boolean", True),
+                   ("assignment", "string", False), ("propensity", "double", False))
     return Schema([ColSpec("string", "customer_id"), ColSpec("string", "request_id", required=False),
                    ColSpec(decision, "decision"), ColSpec("string", "message", required=False),
                    ColSpec("string", "message_source", required=False), ColSpec(safety, "safety"),

@@ -8,8 +8,8 @@ neither imports the other.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, func, inspect, select
+from sqlalchemy.engine import Connection, Engine
 
 from retention.tabular.features import RISK_CATEGORICAL, RISK_NUMERIC
 
@@ -59,6 +59,18 @@ inference_log = Table(
     Column("message_source", String(20), nullable=True),
     Column("shield_passed", Boolean, nullable=True),
     Column("shield_violations", Text, nullable=False),  # JSON {rule: count}
+    # what off-policy evaluation needs (retention.serving.assignment); null in rows logged before them
+    Column("assignment", String(10), nullable=True),  # holdout | explore | exploit
+    Column("propensity", Float, nullable=True),  # probability of the arm taken
+    Column("arm_probs", Text, nullable=True),  # JSON: probability of each arm (no contact, offer 0..3)
+    Column("arm_mask", Text, nullable=True),  # JSON: the arms the guard allowed
+    Column("arm_values", Text, nullable=True),  # JSON: predicted value of each arm
+    Column("policy_contact", Boolean, nullable=True),  # the policy's arm after the guard (holdout: the ghost)
+    Column("policy_offer", Integer, nullable=True),
+    Column("proposed_contact", Boolean, nullable=True),  # the policy's proposal before the guard
+    Column("proposed_offer", Integer, nullable=True),
+    Column("guard_override", Boolean, nullable=True),
+    Column("observation", Text, nullable=True),  # JSON: the policy's state inputs
 )
 log_secrets = Table(
     "log_secrets", metadata,
@@ -79,7 +91,30 @@ def create_schema(engine: Engine) -> None:
     """
     if engine.dialect.name != "postgresql":
         metadata.create_all(engine)
+        with engine.begin() as conn:
+            add_missing_columns(conn)
         return
     with engine.begin() as conn:
         conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
         metadata.create_all(conn)
+        add_missing_columns(conn)
+
+
+def add_missing_columns(conn: Connection) -> list[str]:
+    """Add the nullable columns a table gained since its database was made (``ALTER TABLE ... ADD``).
+
+    ``create_all`` makes missing tables only. A ledger database made by an earlier version keeps
+    its rows; its new columns stay null there. Returns the ``table.column`` names added.
+    """
+    added = []
+    found = inspect(conn)
+    for table in metadata.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                added.append(f"{table.name}.{column.name}")
+    return added

@@ -104,6 +104,7 @@ def test_the_same_customers_get_the_same_decisions_on_30_november_and_1_december
     """Stated tolerance: none. Every decision field and prediction is identical."""
     svc = service(tmp_path / "ledger.db")
     req = W.as_requests(telco.head(400), datetime(2026, 12, 2, tzinfo=UTC)).drop(columns=["local_time"])
+    req["request_id"] = [f"r-{i}" for i in range(len(req))]  # the same decision ids: the same exploration draws
     nov = svc.decide(req.assign(local_time="2026-11-30T10:00:00"), now=datetime(2026, 11, 30, 9, tzinfo=UTC))
     dec = svc.decide(req.assign(local_time="2026-12-01T10:00:00"), now=datetime(2026, 12, 1, 9, tzinfo=UTC))
     assert nov["decision"].tolist() == dec["decision"].tolist()
