@@ -81,8 +81,11 @@ class XGBConfig:
     calibration_frac:
         Fraction of the train split held out (stratified) to fit the calibrator.
     calibration:
+        ``auto`` (the default: every calibrator below is fitted on the held-out calibration rows,
+        and the one with the lowest ECE on the valid split is kept; calibration can make a model
+        worse), or one of ``none``, ``sigmoid`` (Platt), ``isotonic`` (sklearn's step function) and
         ``interpolated_isotonic`` (isotonic blocks joined linearly: keeps the order and resolution
-        of the scores, never exactly 0 or 1) or ``isotonic`` (sklearn's step function).
+        of the scores, never exactly 0 or 1).
     n_trials:
         Optuna trials for a bounded search (0 disables the search).
     n_jobs:
@@ -98,7 +101,7 @@ class XGBConfig:
     reg_lambda: float = 5.0
     early_stopping_rounds: int = 50
     calibration_frac: float = 0.25
-    calibration: str = "interpolated_isotonic"
+    calibration: str = "auto"
     n_trials: int = 0
     n_jobs: int = 2
 

@@ -25,6 +25,7 @@ SKOPS_TRUSTED_TYPES = [
     "retention.tabular.calibration.InterpolatedIsotonicCalibrator",
     "retention.tabular.features.TabularFeatures",
     "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
 ]
@@ -81,10 +82,16 @@ def log_training(result: TrainResult, X_example: pd.DataFrame, ece_bins: int,
     spec = result.spec
     mlflow.log_params({f"xgb.{k}": v for k, v in result.params.items()})
     mlflow.log_params({"best_iteration": result.best_iteration, "ece_bins": ece_bins,
+                       "calibration_chosen": result.calibration,
                        **{f"rows_{k}": v for k, v in result.rows.items()}})
     for variant in ("raw", "logreg"):
         mlflow.log_metrics({f"test_{variant}/{k}": v for k, v in result.metrics[variant].items()})
     mlflow.log_metrics({f"valid/{k}": v for k, v in result.valid_metrics.items()})
+    if result.calibration_valid_ece:  # the calibrators compared on the valid split (calibration = auto)
+        mlflow.log_table(pd.DataFrame({"calibrator": list(result.calibration_valid_ece),
+                                       "valid_ece": list(result.calibration_valid_ece.values()),
+                                       "chosen": [m == result.calibration for m in result.calibration_valid_ece]}),
+                         "metrics/calibrators.json")
     mlflow.log_metric("train_seconds", result.seconds)
     table = pd.DataFrame(result.metrics).T.rename_axis("model").reset_index()
     mlflow.log_table(table, "metrics/test_metrics.json")

@@ -22,8 +22,8 @@ from retention.policy.guard import GuardRules
 from retention.serving import inference_log
 from retention.serving.assignment import (
     ARMS,
-    EXPLORE,
     EXPLOIT,
+    EXPLORE,
     HOLDOUT,
     allowed_arms,
     arm_of,
@@ -129,7 +129,8 @@ def test_served_holdout_customers_are_never_contacted_and_the_log_holds_what_eva
     ghosts = log[log["assignment"] == HOLDOUT]
     assert ghosts["policy_contact"].all() and not ghosts["contact"].any()  # what the policy would have done
     assert log["guard_override"].notna().all() and log["proposed_offer"].notna().all()
-    assert set(json.loads(log["observation"].iloc[0])) >= {"churn_risk", "budget_remaining", "fatigue_count", "days_left"}
+    state = set(json.loads(log["observation"].iloc[0]))
+    assert state >= {"churn_risk", "budget_remaining", "fatigue_count", "days_left"}
     assert len(json.loads(log["arm_values"].iloc[0])) == 5 and len(json.loads(log["arm_mask"].iloc[0])) == 5
 
 

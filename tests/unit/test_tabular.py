@@ -73,6 +73,34 @@ def test_isotonic_calibration_reduces_ece_of_a_miscalibrated_model():
     assert after < before / 3
 
 
+class Calibrated(Overconfident):
+    """Scores that are already the true probabilities: any calibrator can only add noise."""
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-X["x"].to_numpy()))
+        return np.column_stack([1 - p, p])
+
+
+def _draw(rng, n):
+    x = rng.normal(size=n)
+    return pd.DataFrame({"x": x}), (rng.random(n) < 1 / (1 + np.exp(-x))).astype(int)
+
+
+def test_the_calibrator_is_chosen_on_the_valid_split_and_none_is_a_choice():
+    from retention.tabular.train import CALIBRATORS, choose_calibration
+
+    rng = np.random.default_rng(2)
+    (X_cal, y_cal), (X_valid, y_valid) = _draw(rng, 600), _draw(rng, 4000)
+    raw = Calibrated().fit(X_cal, y_cal)
+    model, chosen, eces = choose_calibration(raw, X_cal, y_cal, X_valid, y_valid)
+    assert set(eces) == set(CALIBRATORS) and chosen == min(eces, key=eces.get)
+    assert chosen == "none" and model is raw  # a calibrated model is left alone
+    bad = Overconfident().fit(X_cal, y_cal)
+    model, chosen, eces = choose_calibration(bad, X_cal, y_cal, X_valid, y_valid)
+    assert chosen != "none" and eces[chosen] < eces["none"] / 3  # a miscalibrated one is fixed
+    np.testing.assert_allclose(model.predict_proba(X_valid[:5]).sum(axis=1), 1.0)
+
+
 # ----------------------------------------------------------------------------- fixtures
 def _synthetic_accept(n: int, seed: int, offer_effect: float) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
