@@ -16,8 +16,9 @@ or what another policy, would have achieved. Two randomisations make that measur
 
 Both draws are pure functions of keyed hashes, never of a random generator's state: the holdout of a
 customer is stable across requests, processes and restarts, and the exploration draw depends only
-on the decision id (the ``request_id``, else the customer and the decision time), so a replayed
-request gets the same arm. Exploration never leaves the guard's mask: the budget, fatigue and
+on the decision id (the ``request_id``, else the customer and the decision's UTC date), so a
+replayed request gets the same arm, and so does the same customer asked about again that day.
+Exploration never leaves the guard's mask: the budget, fatigue and
 cooldown rules hold for every arm it can take.
 """
 

@@ -141,7 +141,8 @@ class DecisionService:
         guarded, overridden = guard(proposed, budget, fatigue, dsc, costs, self.rules)
         allowed = allowed_arms(contact_ok, offer_ok)
         s = self.serving
-        decision_ids = [rid if rid else f"{cid}|{now.isoformat()}" for cid, rid in zip(ids, request_ids, strict=True)]
+        day = now.astimezone(UTC).date().isoformat()  # without a request_id: the customer's decision of the day
+        decision_ids = [rid if rid else f"{cid}|{day}" for cid, rid in zip(ids, request_ids, strict=True)]
         holdout = in_holdout(ids, s.holdout_salt, s.holdout_share)
         assigned = assign(arm_of(guarded[:, 0], guarded[:, 1]), allowed, holdout, s.explore_epsilon,
                           unit_hashes(f"explore:{s.holdout_salt}", decision_ids))
