@@ -7,8 +7,6 @@ champion's arm with ε = 0.1 exploration over the allowed arms, as serving logs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -21,48 +19,7 @@ from retention.monitoring.offpolicy import (
     off_policy_gate,
     snips,
 )
-from retention.serving.assignment import allowed_arms, assign, unit_hashes
-
-ARMS = 5
-
-
-@dataclass
-class World:
-    arms: np.ndarray
-    propensity: np.ndarray
-    logging: np.ndarray  # (n, 5) the logging policy's probabilities
-    rewards: np.ndarray
-    truth: np.ndarray  # (n, 5) expected reward of each arm
-    predicted: np.ndarray  # (n, 5) a reward model: the truth with an error
-    allowed: np.ndarray
-    customers: np.ndarray
-    costs: np.ndarray
-
-    def deterministic(self, arm: np.ndarray) -> np.ndarray:
-        probs = np.zeros((len(arm), ARMS))
-        probs[np.arange(len(arm)), arm] = 1.0
-        return probs
-
-    def value(self, probs: np.ndarray) -> float:
-        return float(np.mean(np.sum(probs * self.truth, axis=1)))
-
-
-def world(n: int = 20_000, epsilon: float = 0.1, seed: int = 0) -> World:
-    rng = np.random.default_rng(seed)
-    customers = np.sort(rng.integers(0, n // 2, size=n))  # about two decisions per customer
-    risk = rng.beta(2, 5, size=n)
-    value = rng.uniform(200, 1200, size=n)
-    lift = np.array([0.0, 0.05, 0.08, 0.12, 0.2])
-    cost = np.array([0.0, 0.1, 3.0, 6.0, 9.0])
-    truth = risk[:, None] * value[:, None] * lift[None, :] * (1 - 0.5 * risk[:, None]) - cost[None, :]
-    allowed = allowed_arms(rng.random(n) < 0.9, rng.random((n, 4)) < 0.8)
-    champion = np.argmax(np.where(allowed, truth + rng.normal(0, 15, size=truth.shape), -np.inf), axis=1)
-    got = assign(champion, allowed, np.zeros(n, dtype=bool), epsilon,
-                 unit_hashes("explore:world", [f"{seed}-{i}" for i in range(n)]))
-    rewards = truth[np.arange(n), got.arm] + rng.normal(0, 20, size=n)
-    predicted = truth + rng.normal(0, 10, size=truth.shape)
-    return World(got.arm, got.propensity, got.probs, rewards, truth, predicted, allowed, customers,
-                 cost[got.arm])
+from retention.monitoring.offpolicy_world import simulated_world as world
 
 
 def test_on_the_logging_policy_itself_the_estimators_reproduce_its_on_policy_value():
