@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from retention.config import PROFILES, load_config
-from retention.errors import RetentionError
+from retention.errors import InputError, RetentionError
 
 
 def _bool(value: str) -> bool:
@@ -214,21 +214,33 @@ def _drift_options(p: argparse.ArgumentParser) -> None:
                    help="exit 1 when drift is detected (default true); false: exit 0, read the tag drift.detected")
 
 
-def cmd_outcomes(args: argparse.Namespace) -> None:
+def cmd_outcomes(args: argparse.Namespace) -> int | None:
     from retention.monitoring.outcomes import read_outcomes_file, record_outcomes
     from retention.monitoring.steps import ledger_url_of, open_log, redact
 
     cfg = _config(args)
     url = ledger_url_of(args.ledger_url, cfg)
     frame = read_outcomes_file(args.input)
-    n = record_outcomes(open_log(url), frame)  # open_log: an existing database with an inference log
-    print(f"outcomes: recorded {n} outcome(s) in {redact(url)} (customer ids stored as keyed hashes only)")
+    report = record_outcomes(open_log(url), frame)  # open_log: an existing database with an inference log
+    print(f"outcomes: recorded {report.written} outcome(s) in {redact(url)} (customer ids stored as keyed hashes "
+          "only)")
+    if report.rejected:
+        shown = list(report.rejected.items())[:20]
+        print(f"outcomes: rejected {report.rejected_rows} row(s); the others were recorded. Fix these and send "
+              "them again (re-sending recorded rows is harmless):", file=sys.stderr)
+        for name, why in shown:
+            print(f"  - {name}: {why}", file=sys.stderr)
+        if len(report.rejected) > len(shown):
+            print(f"  ... and {len(report.rejected) - len(shown)} more", file=sys.stderr)
+        return InputError.exit_code
+    return None
 
 
 def _outcomes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True,
-                   help="CSV or Parquet with request_id and/or customer_id, accepted and/or churned (true, false "
-                   "or empty), outcome_date (ISO date)")
+                   help="CSV or Parquet with request_id and/or customer_id; accepted, churned, opted_out (true, "
+                   "false or empty) and/or revenue; optionally offer_level_accepted (0-3) and churn_date; "
+                   "outcome_date (ISO date). Bad rows are reported (exit 5); the others are recorded")
     p.add_argument("--ledger-url", default=None,
                    help="SQLAlchemy URL of the ledger database (default: $RETENTION_LEDGER_URL, else "
                    "serving.ledger_url)")

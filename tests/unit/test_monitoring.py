@@ -24,6 +24,7 @@ from retention.monitoring import window as W
 from retention.monitoring.outcomes import join_outcomes, outcomes, parse_outcomes, read_outcomes, record_outcomes
 from retention.policy.baselines import GreedyExpectedValue
 from retention.serving import inference_log
+from retention.serving.assignment import in_holdout
 from retention.serving.ledger import ContactLedger
 from retention.serving.service import DecisionService
 
@@ -230,64 +231,103 @@ def test_decision_mix_and_calibration_are_plain_arithmetic():
 
 
 # ----------------------------------------------------------------------------- outcomes
+TODAY = date.today().isoformat()
+
+
+def _logged(tmp_path):
+    """A ledger with real decisions: req-9 (7590-VHVEG, contacted), req-8 (6713-OKOMC, not contacted:
+    the holdout, by its keyed hash), and 5575-GNVDE (contacted, no request id)."""
+    service = make_service(f"sqlite:///{tmp_path / 'ledger.db'}")
+    customers = pd.DataFrame([{**_customer(), "customer_id": "7590-VHVEG", "request_id": "req-9", "name": NAMES[0]},
+                              {**_customer(), "customer_id": "5575-GNVDE", "name": NAMES[1]},
+                              {**_customer(), "customer_id": HELD_OUT, "request_id": "req-8"}])
+    log = score(service, customers.assign(dry_run=False), now=datetime.now(UTC).replace(microsecond=0))
+    assert log["contact"].tolist() == [True, True, False] and log["assignment"].iloc[2] == "holdout"
+    return service, log
+
+
+HELD_OUT = next(f"H-{i}" for i in range(1000) if in_holdout([f"H-{i}"], load_config("smoke").serving.holdout_salt,
+                                                               load_config("smoke").serving.holdout_share)[0])
+
+
 def _outcome_rows(change: dict | None = None) -> pd.DataFrame:
-    today = date.today().isoformat()
-    rows = [{"request_id": "req-1", "customer_id": "", "accepted": "true", "churned": "", "outcome_date": today},
-            {"request_id": "", "customer_id": " 7590-vhveg", "accepted": "", "churned": "false", "outcome_date": today},
-            {"request_id": "req-3", "customer_id": "5575-GNVDE", "accepted": "no", "churned": "yes",
-             "outcome_date": today},
-            {"request_id": "req-4", "customer_id": "", "accepted": "1", "churned": "0", "outcome_date": today}]
+    rows = [{"request_id": "req-9", "customer_id": "", "accepted": "true", "churned": "", "outcome_date": TODAY,
+             "offer_level_accepted": "", "revenue": "215.5"},
+            {"request_id": "", "customer_id": " 7590-vhveg", "accepted": "", "churned": "false",
+             "outcome_date": TODAY, "offer_level_accepted": "", "revenue": ""},
+            {"request_id": "", "customer_id": "5575-GNVDE", "accepted": "no", "churned": "yes", "outcome_date": TODAY,
+             "offer_level_accepted": "", "revenue": ""},
+            {"request_id": "req-8", "customer_id": "", "accepted": "", "churned": "1", "outcome_date": TODAY,
+             "offer_level_accepted": "", "revenue": "0"}]
     for (i, key), value in (change or {}).items():
         rows[i][key] = value
     return pd.DataFrame(rows)
 
 
-def test_bad_outcome_rows_write_nothing_and_name_each_field(tmp_path):
-    engine = ContactLedger(f"sqlite:///{tmp_path / 'ledger.db'}", _rules(load_config("smoke"))).engine
-    bad = _outcome_rows({(3, "accepted"): "maybe", (1, "outcome_date"): "21/11/2026",
-                         (2, "customer_id"): "has space", (0, "request_id"): ""})
-    with pytest.raises(RowsError) as err:
-        record_outcomes(engine, bad)
-    assert err.value.exit_code == 5
-    assert set(err.value.fields) == {"rows[3].accepted", "rows[1].outcome_date", "rows[2].customer_id",
-                                     "rows[0].customer_id"}
-    assert "rows[3].accepted: must be true or false" in str(err.value) and "nothing was written" in str(err.value)
-    assert "maybe" not in str(err.value) and "has space" not in str(err.value)  # no value is echoed
+def test_bad_outcome_rows_are_rejected_field_by_field_and_the_others_are_written(tmp_path):
+    service, _ = _logged(tmp_path)
+    engine = service.ledger.engine
+    bad = pd.concat([_outcome_rows({(1, "outcome_date"): "21/11/2026", (2, "customer_id"): "has space"}),
+                     pd.DataFrame([
+                         {"request_id": "req-404", "accepted": "true", "outcome_date": TODAY},  # unknown id
+                         {"request_id": "req-9x", "customer_id": "NOBODY-1", "churned": "maybe",
+                          "outcome_date": TODAY},  # a bad flag
+                         {"customer_id": "NOBODY-2", "churned": "true", "outcome_date": TODAY},  # never decided
+                         {"request_id": "req-9", "accepted": "false", "offer_level_accepted": "3",
+                          "outcome_date": TODAY}])], ignore_index=True)
+    report = record_outcomes(engine, bad)
+    assert report.written == 2  # rows 0 (req-9, accepted) and 3 (req-8, churned)
+    assert set(report.rejected) == {"rows[1].outcome_date", "rows[2].customer_id", "rows[4].request_id",
+                                    "rows[5].churned", "rows[6].customer_id", "rows[7].offer_level_accepted",
+                                    "rows[7].request_id"}
+    assert report.rejected["rows[4].request_id"].startswith("no real decision was logged under this request id")
+    assert report.rejected["rows[6].customer_id"].startswith("no real decision was logged for this customer")
+    assert report.rejected_rows == 6
+    no_offer = record_outcomes(engine, pd.DataFrame([{"request_id": "req-8", "accepted": "true",
+                                                      "outcome_date": TODAY}]))  # the holdout: no contact made
+    assert no_offer.written == 0 and no_offer.rejected["rows[0].accepted"].startswith("the decision made no contact")
+    text = " ".join(report.rejected.values())
+    assert "maybe" not in text and "has space" not in text and "NOBODY" not in text  # no value is echoed
     with engine.connect() as conn:
-        assert conn.execute(outcomes.select()).all() == []
+        stored = pd.read_sql(outcomes.select(), conn)
+    assert sorted(stored["request_id"]) == ["req-8", "req-9"] and stored["revenue"].tolist().count(215.5) == 1
     with pytest.raises(RowsError, match="columns.outcome_date"):
         parse_outcomes(pd.DataFrame({"request_id": ["a"], "accepted": ["true"]}))
-    with pytest.raises(RowsError, match="repeats rows.0."):
-        parse_outcomes(pd.DataFrame({"request_id": ["a", "a"], "accepted": ["true", "false"],
-                                     "outcome_date": ["2026-11-20"] * 2}))
-    with pytest.raises(RowsError, match="in the future"):
-        parse_outcomes(pd.DataFrame({"request_id": ["a"], "accepted": ["true"], "outcome_date": ["2999-01-01"]}))
+    rows, problems = parse_outcomes(pd.DataFrame({"request_id": ["a", "a"], "accepted": ["true", "false"],
+                                                  "outcome_date": ["2026-11-20"] * 2}))
+    assert len(rows) == 1 and problems["rows[1].request_id"].startswith("repeats rows[0]")
+    _, problems = parse_outcomes(pd.DataFrame({"request_id": ["a", "b"], "churned": ["true", "false"],
+                                               "churn_date": ["2999-01-01", "2026-11-01"],
+                                               "outcome_date": ["2999-01-01", "2026-11-20"]}))
+    assert "in the future" in problems["rows[0].outcome_date"] and "churned is not true" in problems[
+        "rows[1].churn_date"]
+
+
+def test_an_outcome_dated_before_its_decision_is_rejected(tmp_path):
+    service, log = _logged(tmp_path)
+    before = (log["logged_at"].iloc[0] - timedelta(days=3)).date().isoformat()
+    report = record_outcomes(service.ledger.engine, pd.DataFrame([{"request_id": "req-9", "accepted": "true",
+                                                                   "outcome_date": before}]))
+    assert report.written == 0 and "before its decision" in report.rejected["rows[0].outcome_date"]
 
 
 def test_outcomes_keep_keyed_hashes_only_join_the_log_and_can_be_sent_again(tmp_path):
-    service = make_service(f"sqlite:///{tmp_path / 'ledger.db'}")
+    service, log = _logged(tmp_path)
     engine = service.ledger.engine
-    customers = pd.DataFrame([{**_customer(), "customer_id": "7590-VHVEG", "request_id": "req-9", "name": NAMES[0]},
-                              {**_customer(), "customer_id": "5575-GNVDE", "name": NAMES[1]}])
-    log = score(service, customers.assign(dry_run=False), now=datetime.now(UTC).replace(microsecond=0))
-    assert log["contact"].all()
-    key_a, key_b = log["customer_key"]
-    assert record_outcomes(engine, _outcome_rows()) == 4
-    assert record_outcomes(engine, _outcome_rows()) == 4  # sent again: replaced, not added
+    key_a, key_b, _ = log["customer_key"]
+    assert record_outcomes(engine, _outcome_rows()).written == 4
+    assert record_outcomes(engine, _outcome_rows()).written == 4  # sent again: replaced, not added
     with engine.connect() as conn:
         stored = pd.read_sql(outcomes.select(), conn)
     assert len(stored) == 4
     text = stored.to_csv().upper()
     assert "7590-VHVEG" not in text and "5575-GNVDE" not in text and not any(n.upper() in text for n in NAMES)
-    # the same keyed hash as the log: " 7590-vhveg" is normalised to the logged customer
-    assert stored["customer_key"].tolist().count(key_a) == 1 and stored["customer_key"].tolist().count(key_b) == 1
-    record_outcomes(engine, pd.DataFrame([{"request_id": "req-9", "accepted": "true",
-                                           "outcome_date": date.today().isoformat()}]))
+    # the same keyed hash as the log: " 7590-vhveg" is normalised to the logged customer; req-9's key is
+    # filled from its logged decision
+    assert stored["customer_key"].tolist().count(key_a) == 2 and stored["customer_key"].tolist().count(key_b) == 1
     joined = join_outcomes(log, read_outcomes(engine))
-    # req-9 by its request id, " 7590-vhveg" (no request id) by customer; req-1, req-3 and req-4 name
-    # decisions that are not in this log, so they match nothing (not even their customer's decision)
-    assert len(joined) == 2
-    assert sorted(joined["accepted"].tolist(), key=str) == [None, True]
+    assert len(joined) == 4  # each by its request id, or by the customer's latest decision
+    assert sorted(joined["churned"].tolist(), key=str) == [False, None, True, True]
 
 
 def _customer() -> dict:
@@ -301,16 +341,20 @@ def _customer() -> dict:
 def test_the_outcomes_command_exits_with_the_input_error_code(tmp_path, capsys):
     from retention.cli import main
 
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ContactLedger(url, _rules(load_config("smoke")))
+    service, _ = _logged(tmp_path)
+    url = service.ledger.url
     path = tmp_path / "outcomes.csv"
     _outcome_rows({(2, "churned"): "perhaps"}).to_csv(path, index=False)
     assert main(["outcomes", "--input", str(path), "--ledger-url", url]) == 5
-    err = capsys.readouterr().err
-    assert "rows[2].churned: must be true or false" in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert "rows[2].churned: must be true or false" in captured.err and "Traceback" not in captured.err
+    assert "recorded 3 outcome(s)" in captured.out and "the others were recorded" in captured.err
     _outcome_rows().to_csv(path, index=False)
     assert main(["outcomes", "--input", str(path), "--ledger-url", url]) == 0
     assert "recorded 4 outcome(s)" in capsys.readouterr().out
+    pd.DataFrame({"request_id": ["req-9"], "accepted": ["true"]}).to_csv(path, index=False)
+    assert main(["outcomes", "--input", str(path), "--ledger-url", url]) == 5  # a column missing: nothing
+    assert "nothing was written" in capsys.readouterr().err
     assert main(["outcomes", "--input", str(path), "--ledger-url", f"sqlite:///{tmp_path / 'typo.db'}"]) == 2
     assert "no ledger database" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()
 
