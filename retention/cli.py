@@ -336,8 +336,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
                     "cluster: entrypoints/score_spark.py)", [_score_spark_options]),
     "drift": (cmd_drift, "compare a window of the inference log with the reference (Evidently); exit 0 no drift, "
               "1 drift, 2 error", [_common, _drift_options]),
-    "outcomes": (cmd_outcomes, "record what happened after decisions (offer accepted, customer churned); all rows "
-                 "or none (not an entry point)", [_common, _outcomes_options]),
+    "outcomes": (cmd_outcomes, "record what happened after decisions (accepted, churned, opted out, revenue); bad "
+                 "rows are listed (exit 5), the others recorded", [_common, _outcomes_options]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }
