@@ -158,11 +158,12 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
     verdict, reasons = tags.get("gate.verdict"), tags.get("gate.reasons", tags.get("gate.reason", ""))
     held = ", ".join(f"`{a}`" for a in aliases) if aliases else "none"
     if verdict or reasons:
-        lines.append(f"**Gate**: {verdict or 'decided'} (aliases now: {held}): {reasons}")
+        lines.append(f"**Gate**: {verdict or 'decided'} (aliases when this card was written: {held}; the versions "
+                     f"table shows where they are now): {reasons}")
     elif card.gated_by:
         lines.append(f"**Gate**: not decided yet (the `{card.gated_by}` step decides and rewrites this card)")
     else:
-        lines.append(f"**Gate**: none for this model (aliases now: {held})")
+        lines.append(f"**Gate**: none for this model (aliases when this card was written: {held})")
     lines += ["", "**Known limits**:", *[f"- {limit}" for limit in card.limits]]
     if appendix:
         lines += ["", *appendix]

@@ -555,16 +555,22 @@ def registry_status(client: MlflowClient, names: tuple[str, ...] | None = None) 
     return rows
 
 
-def format_status(rows: list[VersionRow], width: int = 60) -> str:
-    """A plain-text table of :func:`registry_status` rows, with a closing agreement line."""
-    header = ("model", "version", "aliases", "stage", "gate", "last transition")
+def format_status(rows: list[VersionRow]) -> str:
+    """A plain-text table of :func:`registry_status` rows, with a closing agreement line.
+
+    Each version's last transition is printed whole on the line below its row (who, when, from and
+    to which stage, and the full reason): a reason is never cut.
+    """
+    header = ("model", "version", "aliases", "stage", "gate")
     table = [header] + [(r.name, r.version, ",".join(r.aliases) or "-",
-                         r.stage + ("" if r.agrees else f" (expected {r.expected_stage})"), r.gate,
-                         (r.last_transition[:width - 3] + "...") if len(r.last_transition) > width
-                         else r.last_transition or "-") for r in rows]
+                         r.stage + ("" if r.agrees else f" (expected {r.expected_stage})"), r.gate) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(table[0], widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for r, row in zip(rows, table[1:], strict=True):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if r.last_transition:
+            lines.append(f"    last transition: {r.last_transition}")
     bad = [r for r in rows if not r.agrees]
     lines.append("")
     lines.append("aliases and stages agree" if not bad else

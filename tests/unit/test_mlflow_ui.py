@@ -100,9 +100,11 @@ def test_version_card_shows_the_logged_values_the_verdict_and_the_limits():
     card = version_card("offer-accept", "3", metrics, {"gate.verdict": "rejected", "gate.reasons": "test ECE too high"},
                         "run1", aliases=["challenger"])
     assert "0.8123" in card and "0.0123" in card and "unrelated" not in card
-    assert "rejected (aliases now: `challenger`): test ECE too high" in card and "Euribor" in card
+    assert "rejected (aliases when this card was written: `challenger`;" in card and "test ECE too high" in card
+    assert "Euribor" in card and "aliases now" not in card  # a card stays true when aliases move
     assert "the `promote` step decides" in version_card("churn-risk", "1", metrics, {})
-    assert "none for this model (aliases now: `proxy`)" in version_card("reward-model", "1", {}, {}, aliases=["proxy"])
+    assert "none for this model (aliases when this card was written: `proxy`)" in version_card(
+        "reward-model", "1", {}, {}, aliases=["proxy"])
     assert set(CARDS) == {"churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model",
                           "retention"}
 

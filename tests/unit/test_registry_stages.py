@@ -191,3 +191,17 @@ def test_registry_cli_status_transition_rollback_copy(client, capsys):
     assert "(expected Archived)" in capsys.readouterr().out
     assert main(["registry", "sync"]) == 0 and main(["registry", "status", "m"]) == 0
     assert main(["registry", "status", "nope"]) == 6
+
+
+def test_registry_status_prints_every_transition_reason_whole():
+    from retention.registry import VersionRow, format_status
+
+    why = ("champion -> Production: mirrors the alias set by the evaluate_policy gate after a paired comparison "
+           "of every policy on held-out campaigns")
+    rows = [VersionRow("retention-policy", "3", ("champion",), "Production", "Production", "passed",
+                       f"None->Production by retention at 2026-12-02T10:00:00Z: {why}"),
+            VersionRow("retention-policy", "2", (), "Archived", "Archived", "failed", "")]
+    text = format_status(rows)
+    assert why in text and "..." not in text
+    assert text.splitlines()[2].startswith("retention-policy  3") and "last transition:" in text.splitlines()[3]
+    assert text.rstrip().endswith("aliases and stages agree")
