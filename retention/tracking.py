@@ -165,11 +165,23 @@ def pip_requirements(pinned: list[str], unpinned: list[str] = ()) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in pinned] + list(unpinned)
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the tag MLflow 3's UI reads to choose an experiment's layout
+CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"  # runs, models and metrics first (not the GenAI view)
+
+
 def describe_experiment(experiment_id: str) -> None:
-    """Give the experiment its description (``mlflow.note.content``) unless it has one (a user's is kept)."""
+    """Give the experiment its description (``mlflow.note.content``) and its kind, unless it has them.
+
+    The kind ``custom_model_development`` makes MLflow 3's UI open the experiment on its runs (with
+    "Runs" and "Models" tabs), not on the GenAI overview it infers from the composite's traces. A
+    user's own description or kind is kept.
+    """
     client = MlflowClient()
-    if NOTE not in client.get_experiment(experiment_id).tags:
+    tags = client.get_experiment(experiment_id).tags
+    if NOTE not in tags:
         client.set_experiment_tag(experiment_id, NOTE, EXPERIMENT_DESCRIPTION)
+    if EXPERIMENT_KIND not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, CUSTOM_MODEL_DEVELOPMENT)
 
 
 def describe_run(text: str) -> None:

@@ -131,3 +131,18 @@ def test_the_enforced_signature_leaves_every_field_optional_and_untyped():
     inputs = signature().inputs.inputs
     assert [spec.name for spec in inputs] == list(REQUEST_FIELDS)
     assert all(isinstance(spec.type, AnyType) and not spec.required for spec in inputs)
+
+
+def test_the_experiment_opens_on_its_runs_and_a_users_kind_is_kept(tracking):
+    """MLflow 3's UI picks an experiment's layout from the tag mlflow.experimentKind; without it, the
+    composite's traces make it infer the GenAI view (Overview, "Training runs", "Agent versions")."""
+    from mlflow.tracking import MlflowClient
+
+    from retention.tracking import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND, configure_tracking
+
+    client = MlflowClient()
+    exp_id = configure_tracking()
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == CUSTOM_MODEL_DEVELOPMENT
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "genai_development")  # a user's choice
+    configure_tracking()
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == "genai_development"
