@@ -203,6 +203,7 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
             reference = reference_frame(service, customers, now=end, spread_days=m.reference_spread_days,
                                         chunk_size=m.reference_chunk_size)
             joined = join_outcomes(*outcome_cohort(engine, start, end, m.outcome_horizon_days))
+            log_drift_inputs(reference, current, spec, window)
             say(f"drift: comparing {len(current):,} decisions with {len(reference):,} reference rows (Evidently)")
             result = compute_drift(reference, current, spec, joined, window={
                 "text": window, "start": start.isoformat() if start else None, "end": end.isoformat()})
@@ -240,6 +241,21 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
         mlflow.set_tag("drift.workspace_snapshot", snapshot_id)
         print(rep.summary_text(result, local.resolve(), run.info.run_id))
         return DriftRun(run.info.run_id, result.detected, local.resolve())
+
+
+def log_drift_inputs(reference, current, spec, window: str) -> None:
+    """Log both sides of the comparison as the run's dataset inputs (the Datasets panel): the drift
+    columns only (features and predictions; no customer key, name or message), with their digests."""
+    import warnings
+
+    import mlflow
+
+    columns = [c.name for c in spec.columns]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer columns: not actionable here
+        for frame, name, context in ((reference, "drift-reference", "reference"),
+                                     (current, f"inference-log-{window}", "current")):
+            mlflow.log_input(mlflow.data.from_pandas(frame[columns], name=name), context=context)
 
 
 def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:

@@ -395,6 +395,11 @@ def test_the_drift_step_logs_reports_and_keeps_no_identifiers(tracking, telco, r
     # arms drawn by exploration made no offer to accept)
     contacted = sum(bool(d["contact"]) for d in decided["decision"].head(40))
     assert 30 <= contacted < 40 and run.data.metrics["calibration.outcomes"] == contacted
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # both sides, as MLflow datasets
+    assert set(inputs) == {"drift-reference", "inference-log-7d"}
+    assert {t.value for d in inputs.values() for t in d.tags if t.key == "mlflow.data.context"} == {"reference",
+                                                                                                  "current"}
+    assert "customer_key" not in inputs["inference-log-7d"].dataset.schema  # the drift columns only
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "drift")}
     assert {"drift/report.html", "drift/evidently.json", "drift/result.json", "drift/decision_mix.json",
             "drift/calibration.json"} <= artifacts
