@@ -119,7 +119,8 @@ def reference_frame(service, customers: pd.DataFrame, now: datetime | None = Non
     The service decides against a **temporary** sqlite ledger (a fresh campaign, nobody contacted
     yet) and its inference log is read back, so the reference passes exactly the production code
     (request validation, scoring, guard, logging) and has the log's columns. Nothing is written to
-    the service's own ledger; the service is restored afterwards.
+    the service's own ledger, and no MLflow trace is recorded (internal scoring is not traffic); the
+    service is restored afterwards.
 
     Parameters
     ----------
@@ -152,7 +153,8 @@ def reference_frame(service, customers: pd.DataFrame, now: datetime | None = Non
         ledger = ContactLedger(f"sqlite:///{Path(tmp) / 'reference.db'}", service.rules, service.serving.campaign,
                                service.serving.campaign_budget)
         service.ledger, service._key, service._last_prune = ledger, None, None
-        service.serving = dataclasses.replace(service.serving, inference_log=True)
+        # internal scoring: logged to the temporary ledger, and no MLflow trace beside real traffic's
+        service.serving = dataclasses.replace(service.serving, inference_log=True, tracing=False)
         try:
             for lo in range(0, len(req), max(1, chunk_size)):
                 service.decide(req.iloc[lo:lo + chunk_size].reset_index(drop=True), now=now)

@@ -395,6 +395,8 @@ def test_the_drift_step_logs_reports_and_keeps_no_identifiers(tracking, telco, r
     # arms drawn by exploration made no offer to accept)
     contacted = sum(bool(d["contact"]) for d in decided["decision"].head(40))
     assert 30 <= contacted < 40 and run.data.metrics["calibration.outcomes"] == contacted
+    traced = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list")
+    assert len(traced) == 1  # the live request's trace; scoring the reference (5,600 rows) made none
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # both sides, as MLflow datasets
     assert set(inputs) == {"drift-reference", "inference-log-7d"}
     assert {t.value for d in inputs.values() for t in d.tags if t.key == "mlflow.data.context"} == {"reference",
