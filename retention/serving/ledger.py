@@ -147,7 +147,7 @@ def audit_record(response: dict[str, Any]) -> dict[str, Any]:
         "customer_id": response.get("customer_id"), "request_id": response.get("request_id"),
         "decision": response.get("decision"), "message_source": response.get("message_source"),
         "message_sha256": hashlib.sha256(message.encode()).hexdigest() if isinstance(message, str) else None,
-        "safety": {"passed": safety.get("passed"), "rules": sorted({v.get("rule") for v in safety.get("violations", [])
+        "safety": {"passed": safety.get("passed"), "verdict": safety.get("verdict"), "rules": sorted({v.get("rule") for v in safety.get("violations", [])
                                                                     if isinstance(v, dict)}),
                    "send_at": safety.get("send_at")},
         "metadata": {k: meta.get(k) for k in ("churn_risk", "accept_prob", "expected_value", "model_versions")},
@@ -159,7 +159,8 @@ def response_from_audit(audit: dict[str, Any]) -> dict[str, Any]:
     return {
         "customer_id": audit["customer_id"], "request_id": audit["request_id"], "decision": audit["decision"],
         "message": None, "message_source": audit["message_source"],
-        "safety": {"passed": audit["safety"]["passed"], "violations": [], "send_at": audit["safety"]["send_at"]},
+        "safety": {"passed": audit["safety"]["passed"], "verdict": audit["safety"].get("verdict"), "violations": [],
+                   "send_at": audit["safety"]["send_at"]},
         "metadata": {**audit["metadata"], "dry_run": False,
                      "warnings": ["the full response was deleted after the retention period; "
                                   "this is the decision as recorded, without the message"]},

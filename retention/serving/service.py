@@ -52,6 +52,11 @@ from retention.tracking import span
 log = logging.getLogger(__name__)
 # the bundle's version entry for message-generator when no version passed its gate (templates only)
 NO_CHAMPION_GENERATOR = "none (no champion: approved templates only)"
+# safety.verdict: what was sent and why
+GENERATED_PASSED = "generated_passed"  # the generated text passed the shield and is sent
+GENERATED_BLOCKED = "generated_blocked"  # the generated text broke a rule: the approved template is sent
+TEMPLATE_BY_DESIGN = "template_by_design"  # no generator in this bundle (or service): the template is sent
+TEMPLATE_NO_TEXT = "template_no_text"  # the generator timed out or failed: the template is sent
 
 
 @dataclass
@@ -250,7 +255,7 @@ class DecisionService:
             self._enforce(writes, records, facts, texts)
             if shield_span is not None:
                 shield_span.set_attributes({
-                    "passed": [bool(r["safety"]["passed"]) for _, r in writes],
+                    "verdicts": [r["safety"]["verdict"] for _, r in writes],
                     "violated_rules": sorted({v["rule"] for _, r in writes for v in r["safety"]["violations"]
                                               if "rule" in v})})
 
@@ -274,20 +279,24 @@ class DecisionService:
         bundled = self.versions.get("message-generator", NO_CHAMPION_GENERATOR)
         if self.generator is None and bundled == NO_CHAMPION_GENERATOR:
             # by design: no message-generator version passed its gate when this bundle was made
-            missing, warning = ("no generator: this bundle has no champion message-generator",
-                                "approved template used: this bundle has no champion message-generator "
-                                "(its gate verdict is on its versions in the registry)")
+            missing, warning, no_text = ("no generator: this bundle has no champion message-generator",
+                                         "approved template used: this bundle has no champion message-generator "
+                                         "(its gate verdict is on its versions in the registry)", TEMPLATE_BY_DESIGN)
         elif self.generator is None:  # a bundled generator this service was built without (with_generator=False)
-            missing, warning = ("no generator: this service was loaded without its message-generator",
-                                "approved template used: this service was loaded without its message-generator")
+            missing, warning, no_text = ("no generator: this service was loaded without its message-generator",
+                                         "approved template used: this service was loaded without its "
+                                         "message-generator", TEMPLATE_BY_DESIGN)
         else:
-            missing, warning = ("no generated text (time budget spent or generator fault)",
-                                "message generation timed out or failed: template used")
+            missing, warning, no_text = ("no generated text (time budget spent or generator fault)",
+                                         "message generation timed out or failed: template used", TEMPLATE_NO_TEXT)
         for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"],
                                          missing=missing)
             r["message"], r["message_source"] = result.text, result.source
-            r["safety"] = {"passed": result.passed, "violations": [v.as_dict() for v in result.violations],
+            # passed: the generated text's verdict (None: there was none to check); verdict: what was sent
+            verdict = no_text if text is None else GENERATED_PASSED if result.passed else GENERATED_BLOCKED
+            r["safety"] = {"passed": None if text is None else result.passed, "verdict": verdict,
+                           "violations": [v.as_dict() for v in result.violations],
                            "send_at": result.send_at.isoformat() if result.send_at else None}
             if text is None:
                 r["metadata"]["warnings"].append(warning)

@@ -186,7 +186,8 @@ def request_json_schema(categories: dict[str, set[str]] | None = None) -> dict[s
 FLAT_COLUMNS = {
     "customer_id": "string", "request_id": "string", "contact": "boolean", "offer_level": "int",
     "offer_percentage": "int", "delay_days": "int", "estimated_retention_prob": "double", "message": "string",
-    "message_source": "string", "safety_passed": "boolean", "violations": "string", "send_at": "string",
+    "message_source": "string", "safety_passed": "boolean", "safety_verdict": "string", "violations": "string",
+    "send_at": "string",
     "churn_risk": "double", "expected_value": "double", "warnings": "string", "assignment": "string",
     "propensity": "double",
 }
@@ -200,7 +201,8 @@ def flatten(responses: pd.DataFrame) -> pd.DataFrame:
         d, safety, meta = r["decision"], r["safety"] or {}, r["metadata"]
         rows.append({"customer_id": r["customer_id"], "request_id": r["request_id"], **d,
                      "message": r["message"], "message_source": r["message_source"],
-                     "safety_passed": safety.get("passed"), "violations": json.dumps(safety.get("violations", [])),
+                     "safety_passed": safety.get("passed"), "safety_verdict": safety.get("verdict"),
+                     "violations": json.dumps(safety.get("violations", [])),
                      "send_at": safety.get("send_at"), "churn_risk": meta["churn_risk"],
                      "expected_value": meta["expected_value"], "warnings": json.dumps(meta["warnings"]),
                      "assignment": meta.get("assignment"), "propensity": meta.get("propensity")})
@@ -219,7 +221,8 @@ def output_schema() -> Schema:
     decision = obj(("contact", "boolean", True), ("offer_level", "long", True), ("offer_percentage", "long", True),
                    ("delay_days", "long", True), ("estimated_retention_prob", "double", True))
     violation = obj(("rule", "string", True), ("detail", "string", True))
-    safety = obj(("passed", "boolean", False), ("violations", Array(violation), False), ("send_at", "string", False))
+    safety = obj(("passed", "boolean", False), ("verdict", "string", False), ("violations", Array(violation), False),
+                 ("send_at", "string", False))
     metadata = obj(("churn_risk", "double", True), ("accept_prob", Array("double"), True),
                    ("expected_value", "double", True), ("model_versions", AnyType(), True),
                    ("warnings", Array("string"), True), ("dry_run", "boolean", True), ("replayed", "boolean", True),

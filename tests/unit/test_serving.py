@@ -445,3 +445,31 @@ def test_as_of_fills_only_the_records_without_local_time():
     pinned = with_default_time(frame, datetime(2026, 11, 25, 10))
     assert pinned["local_time"].tolist() == ["2026-11-25T10:00:00", "2026-05-05T09:00:00"]
     assert "local_time" not in with_default_time(pd.DataFrame([CUSTOMER]), None).columns
+
+
+@pytest.mark.parametrize("case", ["passed", "blocked", "by_design", "no_text"])
+def test_the_shield_verdict_states_what_was_sent(ledger, monkeypatch, case):
+    """safety.verdict for each message source; safety.passed judges generated text only (None without any)."""
+    import retention.serving.service as service_module
+
+    cfg = load_config("smoke")
+    shield = default_shield()
+
+    def write(model, tokenizer, facts, max_new_tokens, batch_size):
+        if case == "no_text":
+            raise RuntimeError("out of memory")
+        if case == "passed":  # a text that keeps every rule: the approved wording, as a generator might write it
+            return [shield.template(f.name, f.offer_pct) for f in facts]
+        return ["Act now!!! You won a FREE phone, call 0800 123 456 before midnight" for _ in facts]
+
+    monkeypatch.setattr(service_module, "generate_batch", write)
+    generator = None if case == "by_design" else _BrokenGenerator()
+    service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), generator, shield,
+                              cfg.env, cfg.serving, ledger, {"churn-risk": "1"}, TEST_CALENDAR)
+    row = service.decide(pd.DataFrame([{**CUSTOMER, "customer_id": f"v-{case}"}]), now=NOW).iloc[0]
+    assert row["decision"]["contact"]
+    safety = row["safety"]
+    expected = {"passed": ("generated_passed", True, "generator"), "blocked": ("generated_blocked", False, "template"),
+                "by_design": ("template_by_design", None, "template"), "no_text": ("template_no_text", None, "template")}
+    assert (safety["verdict"], safety["passed"], row["message_source"]) == expected[case]
+    assert shield.check(row["message"], "Maria", row["decision"]["offer_percentage"]) == []  # what went out is safe
