@@ -147,8 +147,8 @@ def audit_record(response: dict[str, Any]) -> dict[str, Any]:
         "customer_id": response.get("customer_id"), "request_id": response.get("request_id"),
         "decision": response.get("decision"), "message_source": response.get("message_source"),
         "message_sha256": hashlib.sha256(message.encode()).hexdigest() if isinstance(message, str) else None,
-        "safety": {"passed": safety.get("passed"), "verdict": safety.get("verdict"), "rules": sorted({v.get("rule") for v in safety.get("violations", [])
-                                                                    if isinstance(v, dict)}),
+        "safety": {"passed": safety.get("passed"), "verdict": safety.get("verdict"),
+                   "rules": sorted({v.get("rule") for v in safety.get("violations", []) if isinstance(v, dict)}),
                    "send_at": safety.get("send_at")},
         "metadata": {k: meta.get(k) for k in ("churn_risk", "accept_prob", "expected_value", "model_versions")},
     }

@@ -469,7 +469,9 @@ def test_the_shield_verdict_states_what_was_sent(ledger, monkeypatch, case):
     row = service.decide(pd.DataFrame([{**CUSTOMER, "customer_id": f"v-{case}"}]), now=NOW).iloc[0]
     assert row["decision"]["contact"]
     safety = row["safety"]
-    expected = {"passed": ("generated_passed", True, "generator"), "blocked": ("generated_blocked", False, "template"),
-                "by_design": ("template_by_design", None, "template"), "no_text": ("template_no_text", None, "template")}
+    expected = {"passed": ("generated_passed", True, "generator"),
+                "blocked": ("generated_blocked", False, "template"),
+                "by_design": ("template_by_design", None, "template"),
+                "no_text": ("template_no_text", None, "template")}
     assert (safety["verdict"], safety["passed"], row["message_source"]) == expected[case]
     assert shield.check(row["message"], "Maria", row["decision"]["offer_percentage"]) == []  # what went out is safe
