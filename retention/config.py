@@ -693,7 +693,7 @@ class MonitoringConfig:
     outcome_horizon_days:
         How long after a decision its outcome (acceptance, churn) may still arrive. The outcome
         side of a report reads the decisions of the window and of this many days before it
-        (:func:`~retention.monitoring.outcomes.outcome_cohort`), so a late label meets its decision.
+        (:func:`~retention.monitoring.join.outcome_cohort`), so a late label meets its decision.
     """
 
     drift_spec: str = "monitoring/drift.yaml"

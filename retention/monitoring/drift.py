@@ -124,7 +124,7 @@ def calibration(joined: pd.DataFrame, bins: int) -> tuple[pd.DataFrame, float | 
     Parameters
     ----------
     joined:
-        From :func:`~retention.monitoring.outcomes.join_outcomes`; only contacted decisions with a
+        From :func:`~retention.monitoring.join.join_outcomes`; only contacted decisions with a
         known ``accepted`` count.
     bins:
         Equal-width bins on [0, 1].
@@ -357,7 +357,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, spec: DriftSpe
     spec:
         The checks (:func:`~retention.monitoring.spec.load_spec`).
     outcomes:
-        Outcomes joined to the window (:func:`~retention.monitoring.outcomes.join_outcomes`), if any.
+        Outcomes joined to the window (:func:`~retention.monitoring.join.join_outcomes`), if any.
     window:
         Echoed into the result (start, end, text).
     report:

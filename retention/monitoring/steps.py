@@ -169,7 +169,7 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
 
     from retention.monitoring import report as rep
     from retention.monitoring.drift import compute_drift
-    from retention.monitoring.outcomes import join_outcomes, outcome_cohort
+    from retention.monitoring.join import join_outcomes, outcome_cohort
     from retention.monitoring.spec import load_spec
     from retention.monitoring.window import current_window, parse_window, reference_frame, validate_window
     from retention.runs import step_run

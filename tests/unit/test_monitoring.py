@@ -21,7 +21,8 @@ from retention.messaging.shield import default_shield
 from retention.monitoring import drift as D
 from retention.monitoring import spec as S
 from retention.monitoring import window as W
-from retention.monitoring.outcomes import join_outcomes, outcomes, parse_outcomes, read_outcomes, record_outcomes
+from retention.monitoring.join import join_outcomes
+from retention.monitoring.outcomes import outcomes, parse_outcomes, read_outcomes, record_outcomes
 from retention.policy.baselines import GreedyExpectedValue
 from retention.serving import inference_log
 from retention.serving.assignment import in_holdout

@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 from sqlalchemy import create_engine, insert
 
-from retention.monitoring.outcomes import join_outcomes, outcome_cohort, outcomes
+from retention.monitoring.join import join_outcomes, outcome_cohort
+from retention.monitoring.outcomes import outcomes
 from retention.serving.tables import create_schema, inference_log
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
