@@ -163,14 +163,6 @@ class DecisionService:
         retained_otherwise = np.round(1 - risk, 4).tolist()
         arm_value = accept * ((risk * monthly * self.env.ltv_months)[:, None] - costs) - self.env.contact_cost
         value_if_contacted = np.round(arm_value[row, offer], 2).tolist()
-        audit = [{"policy_contact": bool(guarded[i, 0]), "policy_offer": int(guarded[i, 1]),
-                  "proposed_contact": bool(proposed[i, 0]), "proposed_offer": int(proposed[i, 1]),
-                  "guard_override": bool(overridden[i]),
-                  "arm_probs": json.dumps(np.round(assigned.probs[i], 6).tolist()),
-                  "arm_mask": json.dumps(allowed[i].tolist()),
-                  "arm_values": json.dumps([0.0, *np.round(arm_value[i], 4).tolist()]),
-                  "observation": json.dumps(dict(zip(OBS_COLUMNS, np.round(obs[i], 6).tolist(), strict=True)))}
-                 for i in range(len(rows))]
         out: list[dict[str, Any]] = []
         writes: list[tuple[int, dict[str, Any]]] = []  # (row, response) of contacts that get a message
         for i, (cid, rid, dry) in enumerate(zip(ids, request_ids, dry_runs, strict=True)):
@@ -213,6 +205,16 @@ class DecisionService:
                             retained_otherwise[i]) for i in pending]
 
         key = self._log_key() if self.serving.inference_log else b""  # read before the transaction takes the lock
+
+        # what off-policy evaluation needs, built only for the log, before the transaction takes the lock
+        audit = [{"policy_contact": bool(guarded[i, 0]), "policy_offer": int(guarded[i, 1]),
+                  "proposed_contact": bool(proposed[i, 0]), "proposed_offer": int(proposed[i, 1]),
+                  "guard_override": bool(overridden[i]),
+                  "arm_probs": json.dumps(np.round(assigned.probs[i], 6).tolist()),
+                  "arm_mask": json.dumps(allowed[i].tolist()),
+                  "arm_values": json.dumps([0.0, *np.round(arm_value[i], 4).tolist()]),
+                  "observation": json.dumps(dict(zip(OBS_COLUMNS, np.round(obs[i], 6).tolist(), strict=True)))}
+                 for i in range(len(rows) if self.serving.inference_log else 0)]
 
         def merge_and_log(conn, committed: list[dict[str, Any]]) -> None:
             for i, response in zip(pending, committed, strict=True):
