@@ -101,5 +101,6 @@ image-cuda:
 # VERTEX_TRACKING_URI: the tracking server the jobs log to (https://...); IMAGE: the pushed image.
 VERTEX_TRACKING_URI ?=
 vertex-dry-run: venv
+	@test -n "$(VERTEX_TRACKING_URI)" || { echo "make vertex-dry-run: set VERTEX_TRACKING_URI=https://... (the tracking server the jobs log to), e.g. make vertex-dry-run VERTEX_TRACKING_URI=https://mlflow.example.com IMAGE=REGION-docker.pkg.dev/PROJECT/retention/retention:TAG" >&2; exit 2; }
 	$(BIN)/retention vertex pipeline --dry-run --out vertex-jobs --image "$(IMAGE)" --bucket "$(BUCKET)" \
 		--tracking-uri "$(VERTEX_TRACKING_URI)"

@@ -266,18 +266,17 @@ def _review_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     import mlflow
 
     from retention.tracking import configure_tracking
 
     exp_id = configure_tracking()
-    print(f"experiment id {exp_id} at {mlflow.get_tracking_uri()} (artifacts: {Path('mlartifacts').resolve()})")
+    artifacts = mlflow.get_experiment(exp_id).artifact_location  # the store's, local or a server's
+    print(f"experiment id {exp_id} at {mlflow.get_tracking_uri()} (artifacts: {artifacts})")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[Callable]]] = {
-    "init": (cmd_init, "create the MLflow experiment (sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
+    "init": (cmd_init, "create the MLflow experiment (default: sqlite:///mlflow.db, artifacts in ./mlartifacts)", []),
     "data": (cmd_data, "resolve, validate (Great Expectations), clean and split the raw data",
              [_common, _data_options]),
     "train_risk": (_step("train_risk", ("data_run_id",), "retention.tabular.steps"),

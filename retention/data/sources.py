@@ -292,6 +292,16 @@ def resolve(
     if key not in MANIFEST:
         raise DataSourceError(f"unknown raw file '{key}'; known: {', '.join(MANIFEST)}")
     raw = MANIFEST[key]
+    if data_dir:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise DataSourceError(
+                f"data.data_dir (--data-dir / RETENTION_DATA_DIR): {data_dir} {what}. "
+                "Fix: point it at the folder that holds your copies of the raw files "
+                f"(e.g. {raw.relpath}), or leave it unset to use the cache, the mirror or a download."
+            )
+        data_dir = str(folder)
     tried: list[str] = []
     for origin, path in _candidates(raw, data_dir, cache_dir, mirror_dir):
         if not path.is_file():

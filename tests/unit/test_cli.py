@@ -13,12 +13,19 @@ def test_help_lists_every_entry_point():
 
 
 def test_missing_data_is_one_readable_error(tmp_path, tracking, capsys):
+    (tmp_path / "nowhere").mkdir()  # an empty folder: every place is tried (a missing one stops first)
     code = main(["--no-progress", "data", "--data-dir", str(tmp_path / "nowhere"), "--allow-download", "false",
                  "--set", f"data.mirror_dir={tmp_path / 'nomirror'}", "--set", f"data.cache_dir={tmp_path / 'c'}"])
     err = capsys.readouterr().err
     assert code == 3
     assert "\nerror: could not find raw file 'telco'" in "\n" + err
     assert "Traceback" not in err
+
+
+def test_missing_data_dir_stops_the_step(tmp_path, tracking, capsys):
+    code = main(["--no-progress", "data", "--data-dir", str(tmp_path / "typo"), "--allow-download", "false"])
+    err = capsys.readouterr().err
+    assert code == 3 and "data.data_dir" in err and "does not exist" in err and "Traceback" not in err
 
 
 def test_bad_option_value_names_the_field(capsys):

@@ -53,7 +53,19 @@ def test_gz_accepted_by_content_hash(tmp_path, mirror):
     assert got.origin == "cache" and got.verified
 
 
+def test_missing_data_dir_is_named_not_ignored(tmp_path, mirror):
+    """A mistyped --data-dir must stop the step, not fall through silently to the mirror."""
+    for bad in (tmp_path / "nowhere", tmp_path / "a_file"):
+        if bad.name == "a_file":
+            bad.write_text("x")
+        with pytest.raises(DataSourceError) as err:
+            resolve("telco", data_dir=str(bad), mirror_dir=str(mirror), allow_download=False)
+        msg = str(err.value)
+        assert "data.data_dir" in msg and str(bad) in msg and "Fix:" in msg
+
+
 def test_miss_lists_every_place_tried(tmp_path):
+    (tmp_path / "d").mkdir()
     with pytest.raises(DataSourceError) as err:
         resolve("telco", data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "c"),
                 mirror_dir=str(tmp_path / "m"), allow_download=False)
