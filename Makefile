@@ -18,13 +18,14 @@ HOST ?= 127.0.0.1
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
 
-.PHONY: venv run test serve ui monitor lint docs docs-serve clean help tracking-server image image-cuda vertex-dry-run
+.PHONY: venv run test serve ui monitor outcome-report lint docs docs-serve clean help tracking-server image image-cuda vertex-dry-run
 
 help:
 	@echo "make run    - install (once) and run the whole pipeline: mlflow run . -e main"
 	@echo "make test   - install (once) and run the test suite"
 	@echo "make serve  - serve $(SERVE_MODEL) on $(HOST):8080"
 	@echo "make ui     - MLflow UI on $(HOST):5000"
+	@echo "make outcome-report - realised uplift vs the holdout and calibration on outcomes (WINDOW=90d; exit 1 on an alarm)"
 	@echo "make monitor - Evidently UI on $(HOST):8000 (the drift snapshots in monitoring/workspace)"
 	@echo "make lint   - ruff check, and lint-imports (imports run one way: pyproject.toml)"
 	@echo "make docs   - build the documentation site into site/ (mkdocs build --strict: any warning fails)"
@@ -59,6 +60,9 @@ serve: venv
 
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p 5000
+
+outcome-report: venv
+	$(BIN)/retention outcome_report --window $(or $(WINDOW),90d)
 
 monitor: venv
 	$(BIN)/evidently ui --workspace monitoring/workspace --port 8000 --host $(HOST)

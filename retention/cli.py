@@ -10,6 +10,7 @@ Examples
     retention main --no-reuse           # re-run steps even if a finished run matches
     retention drift --window 7d         # drift of the last week of decisions; exit 0/1/2
     retention outcomes --input outcomes.csv   # record accepted/churned outcomes
+    retention outcome_report --window 90d     # realised uplift vs the holdout, calibration alarms; exit 0/1/2
 
 Errors a user can fix (bad data, a missing file, a bad option) are printed as one readable
 message and the command exits non-zero; ``--debug`` shows the full traceback instead.
@@ -236,6 +237,47 @@ def cmd_outcomes(args: argparse.Namespace) -> int | None:
     return None
 
 
+def cmd_outcome_report(args: argparse.Namespace) -> int:
+    """Exit 0 (no alarm), 1 (a calibration alarm; 0 with --fail-on-alarm false) or 2 (see ERROR_EXIT)."""
+    import json
+    from pathlib import Path
+
+    from retention.errors import MonitoringError, RetentionError
+    from retention.monitoring.outcome_steps import outcome_report
+
+    cfg = _config(args)
+    params = {"profile": cfg.profile, "window": args.window, "as_of": args.as_of,
+              "ledger_url": args.ledger_url or "none", "fail_on_alarm": str(args.fail_on_alarm).lower()}
+    try:
+        out = outcome_report(cfg, params, progress=not args.no_progress)
+    except RetentionError:
+        raise
+    except Exception as exc:  # an unexpected failure must not read as an alarm (exit 1)
+        if args.debug:
+            raise
+        raise MonitoringError(f"the outcome report failed unexpectedly ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); "
+                              "rerun with --debug for the traceback") from None
+    if args.json:
+        Path(args.json).write_text(json.dumps(out.result, indent=2))
+    return 1 if out.alarm and args.fail_on_alarm else 0
+
+
+def _outcome_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window", default="90d",
+                   help="decisions logged in this span before --as-of: e.g. 30d, 90d or all (default 90d)")
+    p.add_argument("--as-of", dest="as_of", default="now",
+                   help="the report's date (ISO, default now): a customer without a churn report counts as "
+                   "retained once monitoring.outcome_horizon_days have passed since their latest decision")
+    p.add_argument("--ledger-url", default=None,
+                   help="SQLAlchemy URL of the database the served model logs to (default: $RETENTION_LEDGER_URL, "
+                   "else serving.ledger_url = sqlite:///ledger.db)")
+    p.add_argument("--fail-on-alarm", type=_bool, default=True, metavar="BOOL",
+                   help="exit 1 when a calibration alarm fires (default true)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the report's figures (uplift with intervals, calibration, performance) here")
+
+
 def _outcomes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True,
                    help="CSV or Parquet with request_id and/or customer_id; accepted, churned, opted_out (true, "
@@ -337,6 +379,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str, list[
               "1 drift, 2 error", [_common, _drift_options]),
     "outcomes": (cmd_outcomes, "record what happened after decisions (accepted, churned, opted out, revenue); bad "
                  "rows are listed (exit 5), the others recorded", [_common, _outcomes_options]),
+    "outcome_report": (cmd_outcome_report, "realised uplift against the holdout, calibration on outcomes, "
+                       "performance before labels; exit 0, 1 calibration alarm, 2 error",
+                       [_common, _outcome_report_options]),
     "main": (cmd_main, "run every step in order, reusing finished runs with the same parameters",
              [_common, _data_options]),
 }
@@ -370,7 +415,7 @@ COMMANDS["vertex"] = (cmd_vertex, "run steps as Vertex AI custom jobs: submit ST
 # --- end of scale-out command groups ----------------------------------------------------------------------------
 
 # Commands whose exit codes are a contract for schedulers: every error exits with this code.
-ERROR_EXIT = {"drift": 2}
+ERROR_EXIT = {"drift": 2, "outcome_report": 2}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -694,6 +694,24 @@ class MonitoringConfig:
         How long after a decision its outcome (acceptance, churn) may still arrive. The outcome
         side of a report reads the decisions of the window and of this many days before it
         (:func:`~retention.monitoring.join.outcome_cohort`), so a late label meets its decision.
+        The outcome report counts a customer without a churn report as retained once this long has
+        passed since their latest decision.
+    alarm_alpha:
+        The outcome report's calibration alarms: the false-alarm rate per report in a faithful
+        world (Bonferroni over the report's checks).
+    alarm_tolerance:
+        ... and the relative deviation of observed over expected that is worth an alarm (0.15:
+        outside 0.85-1.15).
+    alarm_min_outcomes:
+        Outcomes a check needs before it may alarm.
+    report_bootstrap:
+        Bootstrap resamples behind the calibration intervals.
+    cbpe_threshold:
+        The churn score above which a customer counts as predicted to churn, for the expected and
+        realised confusion matrices.
+    world_ledger:
+        The sqlite file of the simulated world ``make run`` ends with (a ledger of its own, made
+        afresh each run; never the served model's).
     """
 
     drift_spec: str = "monitoring/drift.yaml"
@@ -704,6 +722,12 @@ class MonitoringConfig:
     reference_chunk_size: int = 2000
     include_dry_runs: bool = True
     outcome_horizon_days: float = 30.0
+    alarm_alpha: float = 0.05
+    alarm_tolerance: float = 0.15
+    alarm_min_outcomes: int = 50
+    report_bootstrap: int = 300
+    cbpe_threshold: float = 0.5
+    world_ledger: str = "monitoring/world-ledger.db"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import mlflow
 
 from retention.config import Config
 from retention.data.steps import data_outputs_ok
+from retention.monitoring.outcome_steps import simulated_window
 from retention.monitoring.steps import demo_traffic, pinned_ledger_url
 from retention.runs import step_run
 from retention.tracking import run_step
@@ -49,5 +50,15 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         child = run_step("drift", {"profile": profile, "window": "24h", "ledger_url": pinned_ledger_url(cfg),
                                    "model_uri": bundled, "fail_on_drift": "false"}, reuse=False, experiment_id=exp_id)
         mlflow.set_tag("step.drift.run_id", child.info.run_id)
+        # the loop closed in a simulated world whose truth differs from the models: held-out customers
+        # decided for real on a ledger of its own, outcomes recorded, then the outcome report
+        world_url, truth = simulated_window(cfg, data_run, bundled, cfg.monitoring.world_ledger)
+        print(f"[main] simulated world: the held-out customers decided and their outcomes recorded in "
+              f"{cfg.monitoring.world_ledger}; its true churn reduction is {100 * truth['all']:+.2f} pt")
+        mlflow.set_tag("world.true_churn_reduction", f"{truth['all']:.5f}")
+        child = run_step("outcome_report", {"profile": profile, "window": "all", "as_of": "now",
+                                            "ledger_url": world_url, "fail_on_alarm": "false"},
+                         reuse=False, experiment_id=exp_id)
+        mlflow.set_tag("step.outcome_report.run_id", child.info.run_id)
         print(f"main: done; browse the runs with `make ui` (tracking: {mlflow.get_tracking_uri()})")
         return run.info.run_id

@@ -403,10 +403,13 @@ def _row_number(field_name: str) -> tuple[int, str]:
 
 
 def read_outcomes(engine: Engine, since: date | None = None) -> pd.DataFrame:
-    """Stored outcomes (``outcome_date >= since``), without ids: request id, customer key, flags, date."""
+    """Stored outcomes (``outcome_date >= since``), without raw ids: request id, customer key, every fact, date."""
     metadata.create_all(engine, tables=[outcomes])
+    with engine.begin() as conn:
+        add_missing_columns(conn)
     q = select(outcomes.c.request_id, outcomes.c.customer_key, outcomes.c.accepted, outcomes.c.churned,
-               outcomes.c.outcome_date)
+               outcomes.c.outcome_date, outcomes.c.offer_level_accepted, outcomes.c.churn_date,
+               outcomes.c.opted_out, outcomes.c.revenue)
     if since is not None:
         q = q.where(outcomes.c.outcome_date >= since)
     with engine.connect() as conn:
