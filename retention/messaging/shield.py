@@ -26,7 +26,8 @@ Cyrillic/Greek look-alikes folded to Latin, lower case. Lexicon entries match fu
 (``sh1t``), masking (``f*ck``) and letters split by spaces or dashes (``g-u-a-r-a-n-t-e-e-d``).
 
 Names are untrusted input. :func:`safe_name` keeps a name only if it is a plausible personal
-name: letters (with inner ``'`` or ``-``), at most two parts, at most 30 characters, one script,
+name: letters (with inner ``'`` or ``-``; typographic apostrophes and dashes count as those), at most
+three parts, at most 30 characters, one script,
 and no word the rules use. Otherwise prompts and templates greet without a name. The templates
 are checked when the shield is built, named and nameless, for every offer, so :meth:`Shield.enforce`
 always has a message that passes.
@@ -76,8 +77,9 @@ SEP = r"[\s\-_.·•'*|/\\]?"  # one optional separator between the letters of a
 WORD_GAP = r"(?:\s|[-_*/])+"  # between the words of a phrase (sentence punctuation does not join words)
 SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
 MAX_NAME_CHARS = 30
-MAX_NAME_PARTS = 2
+MAX_NAME_PARTS = 3  # "Mary Ann Smith", "van der Berg"
 NAME_PART = r"[^\W\d_]+(?:['\-][^\W\d_]+)*"
+NAME_PUNCTUATION = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "‐": "-", "‑": "-", "–": "-", "—": "-"})
 
 
 def _invisible(ch: str) -> bool:
@@ -417,7 +419,10 @@ class Shield:
 
 
 def safe_name(name: Any) -> str:
-    """The shape test of a usable name: letters (inner ``'``/``-``), at most 2 parts and 30 characters.
+    """The shape test of a usable name: letters (inner ``'``/``-``), at most 3 parts and 30 characters.
+
+    Typographic apostrophes (``’ ‘ ʼ``) become ``'`` and dashes (``‐ ‑ – —``) become ``-`` first, so
+    "O’Brien" and "Jean–Luc" keep their names (written with the plain characters).
 
     No digits, punctuation, hidden characters or mixed scripts; "" otherwise. The shield's
     :meth:`Shield.usable_name` also refuses words its rules use ("Winner", "Admin", "Stop").
@@ -427,7 +432,7 @@ def safe_name(name: Any) -> str:
     text = unicodedata.normalize("NFKC", name)
     if any(_invisible(ch) for ch in text):
         return ""
-    text = re.sub(r"\s+", " ", text.replace("’", "'")).strip()
+    text = re.sub(r"\s+", " ", text.translate(NAME_PUNCTUATION)).strip()
     return text if _plausible_name_shape(text) else ""
 
 

@@ -171,7 +171,7 @@ class _Parse:
                 self.notes[i].append("name is not text and was not used")
                 v = ""
             elif isinstance(v, str) and v.strip() and not usable_name(v):
-                self.notes[i].append("name is not a plausible personal name (letters, at most two parts) "
+                self.notes[i].append("name is not a plausible personal name (letters, at most three parts) "
                                      "and was not used; the message greets without a name")
             out.append(v if isinstance(v, str) else "")
         return out

@@ -113,8 +113,10 @@ def test_world_holdout_is_never_contacted_and_truth_differs_from_the_models(cust
     assert truth["all"] < faithful["all"]  # lower acceptance and harm: the campaign does less than predicted
 
 
-@pytest.mark.parametrize("world,alarm", [(WorldConfig(), True),
-                                         (WorldConfig(accept_factor=1.0, churn_shift=1.0, harm=0.0, opt_out=0.0), False)])
+FAITHFUL = WorldConfig(accept_factor=1.0, churn_shift=1.0, harm=0.0, opt_out=0.0)
+
+
+@pytest.mark.parametrize("world,alarm", [(WorldConfig(), True), (FAITHFUL, False)])
 def test_the_report_covers_the_worlds_uplift_through_the_documented_interface(customers, tracking, world, alarm,
                                                                               capsys):
     """Decisions through the real service, outcomes through `retention outcomes`, the report through

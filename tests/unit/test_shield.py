@@ -165,6 +165,18 @@ def test_usable_names():
         assert usable_name(bad) == "", bad
 
 
+def test_names_with_typographic_punctuation_and_three_parts_are_greeted_and_sentences_are_not():
+    for typed, kept in (("O’Brien-Müller", "O'Brien-Müller"), ("O‘Neil", "O'Neil"), ("Jean–Luc", "Jean-Luc"),
+                        ("Mary Ann Smith", "Mary Ann Smith"), ("van der Berg", "van der Berg"),
+                        ("Do Van Minh", "Do Van Minh"), ("Siobhán Ní Bhriain", "Siobhán Ní Bhriain")):
+        assert usable_name(typed) == kept, typed
+        for pct in (0, 5, 10, 15):
+            text = S.template(typed, pct)
+            assert kept in text and S.check(text, typed, pct) == [], (typed, pct)
+    for sentence in ("Kill yourself now", "Pay the fee", "Hate you all", "Send your password", "Click this link"):
+        assert usable_name(sentence) == "", sentence
+
+
 def test_a_template_that_fails_its_own_rules_is_refused_at_load():
     broken = {**S.rules, "templates": {**S.rules["templates"], "offer": "Hi {name}, {pct}% off!"}}
     with pytest.raises(ValueError, match="template fails the shield"):
