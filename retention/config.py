@@ -596,9 +596,20 @@ class ServingConfig:
         Write every decision to the inference log (``retention/serving/inference_log.py``) in the
         ledger's database, in the same transaction as the bookings; the monitoring reads it.
     tracing:
-        Record one MLflow trace per request (spans ``decide``, ``generate``, ``shield``) in the
-        active experiment, with counts, decisions, shield verdicts and model versions but no customer
-        data (no ids, names or message text). ``model_config={"tracing": false}`` turns it off.
+        Record MLflow traces of served requests in the active experiment: a ``decide`` span with
+        counts and model versions, one ``decision`` span per decision (request id, keyed customer
+        hash, action, assignment, message source, shield verdict), and ``generate`` / ``shield``
+        spans when messages are written. No customer data (no raw ids, names or message text). A
+        single-decision trace is findable by its request id (the trace's client request id) and by
+        the keyed hash (tag ``retention.customer_key``). ``model_config={"tracing": false}`` turns it off.
+    trace_sampling:
+        Share of requests traced, in [0, 1]: chosen by a hash of the request's first decision id, so
+        a retried request is traced (or not) again. Traces are exported off the request path, but
+        their export still takes CPU from the same process; BENCHMARKS.md has the cost per setting.
+        Every decision is in the inference log whatever this says.
+    trace_max_decisions:
+        At most this many ``decision`` spans per trace (a 2,000-customer batch gets the first ones
+        and a count; its decisions are all in the inference log).
     log_retention_days:
         Days inference-log rows are kept; older ones are pruned.
     campaign:
@@ -641,6 +652,8 @@ class ServingConfig:
     response_retention_days: float = 7.0
     inference_log: bool = True
     tracing: bool = True
+    trace_sampling: float = 1.0
+    trace_max_decisions: int = 50
     log_retention_days: float = 90.0
     campaign: str = "default"
     campaign_budget: float = 10_000.0
@@ -659,6 +672,9 @@ class ServingConfig:
         if not 0.0 <= self.holdout_share < 1.0:
             raise ConfigError(f"serving.holdout_share must be in [0, 1), got {self.holdout_share}: 0.1 keeps "
                               "10 % of customers out of every campaign")
+        if not 0.0 <= self.trace_sampling <= 1.0:
+            raise ConfigError(f"serving.trace_sampling must be in [0, 1], got {self.trace_sampling}: the share of "
+                              "requests traced (0.1 traces one in ten)")
         if not 0.0 <= self.explore_epsilon <= 1.0:
             raise ConfigError(f"serving.explore_epsilon must be in [0, 1], got {self.explore_epsilon}")
         if not self.holdout_salt.strip():

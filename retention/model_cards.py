@@ -142,7 +142,10 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
     (model -> version), shown as their own table, ``appendix`` Markdown lines added at the end (the
     composite's typed request, from :func:`retention.serving.schema.request_schema_lines`)."""
     card = CARDS[name]
-    lines = [f"**{name} v{version}**" + (f", logged by run `{run_id}`" if run_id else ""), "",
+    verdict, reasons = tags.get("gate.verdict"), tags.get("gate.reasons", tags.get("gate.reason", ""))
+    gate = verdict or ("decided" if reasons else "not decided yet" if card.gated_by else "none")
+    # the first line is plain text: the registry's versions table previews it without rendering Markdown
+    lines = [f"{name} v{version}, gate: {gate}" + (f", logged by run {run_id}" if run_id else "") + ".", "",
              f"**Predicts**: {card.predicts}", "", f"**Training data**: {card.data}", ""]
     shown = [(label, metrics[key]) for key, label in card.metrics if key in metrics]
     shown += [(k, v) for k, v in (extra or {}).items()]
@@ -155,7 +158,6 @@ def version_card(name: str, version: str, metrics: Mapping[str, float], tags: Ma
         lines += ["**Composed of** (registered versions):", "", "| model | version |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in components.items()]
         lines.append("")
-    verdict, reasons = tags.get("gate.verdict"), tags.get("gate.reasons", tags.get("gate.reason", ""))
     held = ", ".join(f"`{a}`" for a in aliases) if aliases else "none"
     if verdict or reasons:
         lines.append(f"**Gate**: {verdict or 'decided'} (aliases when this card was written: {held}; the versions "

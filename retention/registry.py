@@ -203,8 +203,10 @@ STAGES = (NONE_STAGE, STAGING, PRODUCTION, ARCHIVED)
 STAGE_OF_ALIAS = {CHAMPION: PRODUCTION, CHALLENGER: STAGING}
 # The project's registered models, in pipeline order (DESIGN.md).
 PROJECT_MODELS = ("churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model", "retention")
-TRANSITION_TAG = "stage.transition."  # + UTC timestamp; value: JSON {from, to, who, when, why, forced}
-LAST_TRANSITION_TAG = "stage.last_transition"
+TRANSITION_TAG = "stage.transition."  # older versions: one tag per transition (+ UTC timestamp), still read
+LAST_TRANSITION_TAG = "stage.last_transition"  # JSON {from, to, who, when, why, forced}
+HISTORY_TAG = "stage.history"  # JSON list of every transition, oldest first (the oldest dropped past the limit)
+HISTORY_MAX_CHARS = 4800  # MLflow's limit on a model version tag's value is 5,000 characters
 PASSED, FAILED, NO_GATE = "passed", "failed", "no gate"
 
 
@@ -263,8 +265,10 @@ class Transition:
 
 
 def transitions_of(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The transitions recorded in a version's tags, oldest first."""
-    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(TRANSITION_TAG))]
+    """The transitions recorded in a version's tags, oldest first (``stage.history``, and the one tag per
+    transition that earlier versions of this project wrote)."""
+    legacy = [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(TRANSITION_TAG))]
+    return legacy + json.loads(tags.get(HISTORY_TAG) or "[]")
 
 
 def _stage_of(mv) -> str:
@@ -273,8 +277,12 @@ def _stage_of(mv) -> str:
 
 
 def _record(client: MlflowClient, t: Transition) -> None:
-    stamp = t.when.replace("-", "").replace(":", "").replace("+0000", "Z")
-    client.set_model_version_tag(t.name, t.version, TRANSITION_TAG + stamp, t.as_json())
+    """Two tags, whatever the number of transitions: the last one, and the history (a JSON list)."""
+    tags = client.get_model_version(t.name, t.version).tags or {}
+    history = json.loads(tags.get(HISTORY_TAG) or "[]") + [json.loads(t.as_json())]
+    while len(history) > 1 and len(json.dumps(history)) > HISTORY_MAX_CHARS:
+        history.pop(0)
+    client.set_model_version_tag(t.name, t.version, HISTORY_TAG, json.dumps(history))
     client.set_model_version_tag(t.name, t.version, LAST_TRANSITION_TAG, t.as_json())
 
 
@@ -504,7 +512,8 @@ def copy_version(client: MlflowClient, name: str, version: str | None, to_model:
     dst = client.copy_model_version(f"models:/{name}/{src.version}", to_model)  # copies the tags too
     who = who or actor()
     for key in (src.tags or {}):
-        if key.startswith(TRANSITION_TAG) or key == LAST_TRANSITION_TAG:  # the source's history, not the copy's
+        # the source's history, not the copy's
+        if key.startswith(TRANSITION_TAG) or key in (LAST_TRANSITION_TAG, HISTORY_TAG):
             client.delete_model_version_tag(to_model, str(dst.version), key)
     client.set_model_version_tag(to_model, str(dst.version), "copied_from", f"{name}/{src.version}")
     client.set_model_version_tag(to_model, str(dst.version), "copied",

@@ -157,6 +157,26 @@ class Evaluation:
     multipliers: np.ndarray
 
 
+def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
+    """One row per policy (the bounds included): the figures a reader compares, each with its interval.
+
+    Columns: ``policy``, ``net_revenue`` with ``_lo`` / ``_hi``, ``share_of_bound`` with ``_lo`` /
+    ``_hi``, ``violations``, ``campaigns``, and the paired difference in net revenue to the reference
+    baseline (``paired_diff``, ``paired_lo``, ``paired_hi``, ``paired_p``; empty for the bounds).
+    """
+    s, p = evaluation.summary, evaluation.paired
+    out = pd.DataFrame({"policy": s.index})
+    for metric in ("net_revenue", "share_of_bound"):
+        for suffix in ("mean", "lo", "hi"):
+            column = f"{metric}_{suffix}"
+            out[metric if suffix == "mean" else column] = s[column].to_numpy() if column in s else np.nan
+    out["violations"] = s["violations_mean"].to_numpy() if "violations_mean" in s else np.nan
+    out["campaigns"] = s["campaigns"].to_numpy() if "campaigns" in s else np.nan
+    for ours, theirs in (("paired_diff", "diff"), ("paired_lo", "lo"), ("paired_hi", "hi"), ("paired_p", "p_value")):
+        out[ours] = [float(p.loc[name, theirs]) if name in p.index else np.nan for name in s.index]
+    return out.sort_values("net_revenue", ascending=False, ignore_index=True)
+
+
 def net_matrix(per_campaign: pd.DataFrame, metric: str = "net_revenue") -> pd.DataFrame:
     """Campaign x policy table of one metric."""
     return per_campaign.pivot(index="campaign", columns="policy", values=metric)

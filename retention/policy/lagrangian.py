@@ -81,8 +81,15 @@ def customer_dp(
     since: np.ndarray | None = None,
     keep_advantage: bool = False,
     keep_spend: bool = False,
+    advantage_days: tuple[int, int] | None = None,
 ) -> DPResult:
     """Solve every customer's Lagrangian DP exactly (module docstring), vectorised over customers.
+
+    The state is (day t, contacts c, days since the last contact s, capped at C), but a customer in
+    cooldown (s < C) can only wait, so ``W(t, c, s) = A(t + C - s) / A(t) * V(t + C - s, c)``,
+    where ``V(t, c) = W(t, c, C)`` and ``A(t) = 1 - p t / H`` is the probability of still being a
+    customer on day t (the one-day survival ratios ``q_t = A(t+1) / A(t)`` telescope). So the
+    induction runs over ``V`` alone: F + 1 values a day instead of (F + 1)(C + 1), the same optimum.
 
     Parameters
     ----------
@@ -97,41 +104,58 @@ def customer_dp(
         and never contacted).
     keep_advantage : also return the contact advantages on every day (for the index policy).
     keep_spend : also return the expected spend of the DP policy (else zeros).
+    advantage_days : ``(first, stop)``: return the advantages of these days only, as
+        ``advantage[:, t - first]`` (serving needs today's and the next week's; far less memory).
     """
     risk = np.asarray(risk, dtype=float)
     n = len(risk)
     f_cap, cool, kappa = rules.fatigue_cap, max(rules.cooldown_days, 0), rules.contact_cost
+    after = max(cool, 1)  # days from a contact until the cooldown is over (1: contact again tomorrow)
     lam = np.broadcast_to(np.asarray(lam, dtype=float), (n,))[:, None]
     contacts = np.zeros(n, dtype=np.int64) if contacts is None else np.asarray(contacts, dtype=np.int64)
     since = np.full(n, cool) if since is None else np.minimum(np.asarray(since, dtype=np.int64), cool)
     rows = np.arange(n)
-    s_next = np.minimum(np.arange(cool + 1) + 1, cool)  # days-since index tomorrow when waiting
-    s_after = min(1, cool)  # ... and after a contact today
-    w = np.zeros((n, f_cap + 1, cool + 1))  # W(t+1, c, s); 0 after the horizon
-    sp = np.zeros_like(w)  # expected spend under the DP policy
-    adv_all = np.zeros((n, days, f_cap, 4)) if keep_advantage else None
+    span = days + after + 1
+    # time-major arrays, so each day's slice is contiguous
+    alive = 1.0 - np.arange(span)[:, None] * risk[None, :] / days  # A(t); only t < days multiplies a non-zero V
+    v = np.zeros((span, n, f_cap + 1))  # V(t, c); 0 from the horizon on
+    sp = np.zeros_like(v) if keep_spend else None
+    if advantage_days is not None:
+        first, stop = advantage_days
+    else:
+        first, stop = (0, days) if keep_advantage else (0, 0)
+    adv_all = np.zeros((max(stop - first, 0), n, 4, f_cap)) if stop > first else None
     a = accept[:, :, :f_cap]  # (n, 4, F)
+    discount = (1 + lam) * offer_cost  # (n, 4)
+    contact_cost = (1 + lam) * kappa  # (n, 1)
     for t in range(days - 1, -1, -1):
-        alive_t = np.maximum(1.0 - risk * t / days, 1e-12)
+        alive_t = np.maximum(alive[t], 1e-12)
         r_t = risk * (days - t) / days / alive_t
-        q_t = ((1.0 - risk * (t + 1) / days) / alive_t)[:, None, None]
-        wait = q_t * w[:, :, s_next]
-        cont = q_t * w[:, None, 1:, s_after]  # (n, 1, F): no acceptance, one more contact
-        gain = (r_t[:, None] * value[:, None] - (1 + lam) * offer_cost)[:, :, None]  # (n, 4, 1)
-        adv = a * (gain - cont) + cont - (1 + lam[:, :, None]) * kappa - wait[:, None, :f_cap, cool]  # (n, 4, F)
+        q_t = (alive[t + 1] / alive_t)[:, None]
+        q_c = (alive[t + after] / alive_t)[:, None]
+        wait = q_t * v[t + 1]  # (n, F+1): wait a day, cooldown over
+        cont = (q_c * v[t + after, :, 1:])[:, None, :]  # (n, 1, F): refused, one more contact, cooldown
+        gain = (r_t[:, None] * value[:, None] - discount)[:, :, None]  # (n, 4, 1)
+        # adv = a (gain - cont) + cont - (1 + lam) kappa - wait, the offer-free part computed once
+        adv = a * (gain - cont)  # (n, 4, F)
+        adv += cont - contact_cost[:, :, None] - wait[:, None, :f_cap]
         best_adv = adv.max(axis=1)  # (n, F)
-        if keep_spend:
-            wait_sp = q_t * sp[:, :, s_next]
-            cont_sp = q_t * sp[:, None, 1:, s_after]
+        if sp is not None:
+            wait_sp = q_t * sp[t + 1]
+            cont_sp = (q_c * sp[t + after, :, 1:])[:, None, :]
             q_sp = kappa + a * offer_cost[:, :, None] + (1 - a) * cont_sp
             best_sp = np.take_along_axis(q_sp, adv.argmax(axis=1)[:, None, :], axis=1)[:, 0, :]
-            wait_sp[:, :f_cap, cool] = np.where(best_adv > 0, best_sp, wait_sp[:, :f_cap, cool])
-            sp = wait_sp
-        wait[:, :f_cap, cool] += np.maximum(best_adv, 0.0)
-        w = wait
-        if adv_all is not None:
-            adv_all[:, t] = adv.transpose(0, 2, 1)
-    return DPResult(value=w[rows, contacts, since], advantage=adv_all, spend=sp[rows, contacts, since])
+            wait_sp[:, :f_cap] = np.where(best_adv > 0, best_sp, wait_sp[:, :f_cap])
+            sp[t] = wait_sp
+        wait[:, :f_cap] += np.maximum(best_adv, 0.0)
+        v[t] = wait
+        if adv_all is not None and first <= t < stop:
+            adv_all[t - first] = adv
+    ready = cool - since  # days until the cooldown is over
+    start = alive[ready, rows] / alive[0] * v[ready, rows, contacts]
+    spend = (alive[ready, rows] / alive[0] * sp[ready, rows, contacts]) if sp is not None else np.zeros(n)
+    advantage = adv_all.transpose(1, 0, 3, 2) if adv_all is not None else None  # (n, T, F, 4)
+    return DPResult(value=start, advantage=advantage, spend=spend)
 
 
 def _dual(cohort: CustomerPool, rules: GuardRules, days: int, budget: float, **state):
@@ -198,17 +222,21 @@ def _decision(adv: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> 
     return contact_ok & (best_adv > 0), best
 
 
-def _next_review(positive: np.ndarray, day: np.ndarray, c_next: np.ndarray, earliest: np.ndarray) -> np.ndarray:
+def _next_review(positive: np.ndarray, day: np.ndarray, c_next: np.ndarray, earliest: np.ndarray,
+                 first: int = 0, horizon: int | None = None) -> np.ndarray:
     """Delay (0..MAX_DELAY_DAYS) until the first day >= ``earliest`` on which the DP would contact at
     ``c_next`` contacts; the longest delay when there is none within reach.
 
-    ``positive`` (n, T, F) says on which days and contact counts some offer has a positive advantage.
+    ``positive`` (n, T, F) says on which days and contact counts some offer has a positive advantage;
+    its day axis starts at day ``first`` (a window of the campaign's ``horizon`` days, default T).
     """
-    n, t_max, f_cap = positive.shape
+    n, t_len, f_cap = positive.shape
+    horizon = first + t_len if horizon is None else horizon
     delays = np.arange(MAX_DELAY_DAYS + 1)
     days = day[:, None] + 1 + delays[None, :]  # (n, 8) review day for each delay
-    ok = (days >= earliest[:, None]) & (days < t_max) & (c_next[:, None] < f_cap)
-    hit = positive[np.arange(n)[:, None], np.clip(days, 0, t_max - 1), np.clip(c_next, 0, f_cap - 1)[:, None]] & ok
+    ok = (days >= earliest[:, None]) & (days < min(horizon, first + t_len)) & (c_next[:, None] < f_cap)
+    at = np.clip(days - first, 0, t_len - 1)
+    hit = positive[np.arange(n)[:, None], at, np.clip(c_next, 0, f_cap - 1)[:, None]] & ok
     return np.where(hit.any(axis=1), hit.argmax(axis=1), MAX_DELAY_DAYS)
 
 
@@ -323,21 +351,23 @@ class LagrangeIndexPolicy(Policy):
     def act_on_rows(self, obs: np.ndarray, contact_ok: np.ndarray, offer_ok: np.ndarray) -> np.ndarray:
         """Decide from observation rows alone (serving; class docstring)."""
         rules = self.rules
-        adv, tables, t0, fatigue = row_advantage(obs, self.env, self.lam, self.decay)
+        adv, tables, t0, fatigue, first = row_advantage(obs, self.env, self.lam, self.decay, window=True)
         contact_ok = contact_ok & (fatigue < rules.fatigue_cap)
         contact, offer = _decision(adv, contact_ok, offer_ok)
         delay = _next_review(tables.max(axis=3) > 0, t0, fatigue + contact,
-                             np.where(contact, t0 + rules.cooldown_days, t0 + 1))
+                             np.where(contact, t0 + rules.cooldown_days, t0 + 1), first, self.env.horizon_days)
         return _actions(contact, offer, delay=delay)
 
 
-def row_advantage(obs: np.ndarray, env: EnvConfig, lam: float, decay: np.ndarray):
+def row_advantage(obs: np.ndarray, env: EnvConfig, lam: float, decay: np.ndarray, window: bool = False):
     """Each observation row's DP at ``lam``: advantage of each offer over waiting today (n, 4).
 
     A row with risk r on day t0 = H - days_left is a customer with day-0 risk p = r H / (H - t0 + r t0)
     seen on day t0 (the same conditional process), so one DP over the whole horizon serves every row.
     Acceptance at later contacts is extrapolated with ``decay`` (:func:`extrapolate_acceptance`).
-    Returns ``(advantage, tables (n, H, F, 4), t0, fatigue)``.
+    Returns ``(advantage, tables (n, H, F, 4), t0, fatigue)``; with ``window``, the tables hold only
+    the days from the earliest t0 to a week after the latest (what the review delay reads), and the
+    first of those days is returned too: ``(advantage, tables, t0, fatigue, first)``.
     """
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     obs = np.asarray(obs, dtype=float)
@@ -350,9 +380,11 @@ def row_advantage(obs: np.ndarray, env: EnvConfig, lam: float, decay: np.ndarray
     accept = extrapolate_acceptance(obs[:, 1:5], c_now, decay)
     t0 = h - days_left
     p0 = risk * h / np.maximum(h - t0 + risk * t0, 1e-12)
+    first, stop = (int(t0.min()), min(int(t0.max()) + MAX_DELAY_DAYS + 2, h)) if window and n else (0, h)
     dp = customer_dp(p0, accept, monthly * env.ltv_months, offer_costs(monthly, env.offer_months), lam, rules, h,
-                     keep_advantage=True)
-    return dp.advantage[np.arange(n), t0, c_now], dp.advantage, t0, fatigue
+                     advantage_days=(first, stop))
+    today = dp.advantage[np.arange(n), t0 - first, c_now]
+    return (today, dp.advantage, t0, fatigue, first) if window else (today, dp.advantage, t0, fatigue)
 
 
 def extrapolate_acceptance(accept_now: np.ndarray, contacts: np.ndarray, decay: np.ndarray) -> np.ndarray:

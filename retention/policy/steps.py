@@ -120,7 +120,7 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
     from retention.data.steps import processed_dir_of
     from retention.policy import plots as policy_plots
     from retention.policy.baselines import all_baselines
-    from retention.policy.evaluate import BOUND, choose_champion, evaluate
+    from retention.policy.evaluate import BOUND, choose_champion, comparison_table, evaluate
     from retention.policy.lagrangian import LagrangeIndexPolicy
     from retention.policy.model import policy_spec
     from retention.policy.registry import POLICY_MODEL, gate_policies, log_policy, pool_for_split
@@ -155,12 +155,8 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         mlflow.log_table(evaluation.per_campaign, "evaluation/per_campaign.json")
         mlflow.log_table(evaluation.paired.reset_index(names="policy"), "evaluation/paired.json")
         mlflow.log_text(summary.round(4).to_csv(), "evaluation/summary.csv")
-        for name, row in summary.iterrows():
-            mlflow.log_metrics({f"{name}/{m}": float(v) for m, v in row.items() if v == v})  # a chart group per policy
-        for name, row in evaluation.paired.iterrows():
-            mlflow.log_metrics({f"{name}/paired_diff_{k}": float(row[k]) for k in ("diff", "lo", "hi", "p_value")})
-        mlflow.log_metrics({"lambda_star_median": float(np.median(evaluation.multipliers)),
-                            "ppo_share_of_bound": float(summary.loc["ppo", "share_of_bound_mean"])})
+        # the comparison is a table (and the plot below), not a chart per policy and statistic
+        mlflow.log_table(comparison_table(evaluation), "evaluation/comparison.json")
         fig = policy_plots.comparison(summary.drop(index="lp_bound"), bound_name=BOUND)
         mlflow.log_figure(fig, "plots/policy_comparison.png")
         plt.close(fig)
@@ -177,6 +173,14 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
             info = log_policy(spec, None, {"evaluated_by_run": run.info.run_id})
             gated[winner] = info.registered_model_version
         version = gate_policies(evaluation, winner, reason, gated)
+        # one chart per question: how close to the bound are the champion and PPO, and by how much does
+        # the champion beat the reference baseline (its interval is in evaluation/comparison.json)
+        headline = {"evaluation/champion_share_of_bound": summary.loc[winner, "share_of_bound_mean"],
+                    "evaluation/ppo_share_of_bound": summary.loc["ppo", "share_of_bound_mean"],
+                    "evaluation/lambda_star_median": float(np.median(evaluation.multipliers))}
+        if winner in evaluation.paired.index:
+            headline["evaluation/champion_paired_diff"] = evaluation.paired.loc[winner, "diff"]
+        mlflow.log_metrics({k: float(v) for k, v in headline.items() if v == v})
         for name, v in gated.items():  # each version's card: the held-out results of the policy it holds
             row = summary.loc[name]
             write_cards(client, POLICY_MODEL, v, extra={

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection, Engine
@@ -67,6 +68,24 @@ def customer_key(customer_id: str, key: bytes) -> str:
 
 AUDIT_COLUMNS = ("policy_contact", "policy_offer", "proposed_contact", "proposed_offer", "guard_override",
                  "arm_probs", "arm_mask", "arm_values", "observation")
+
+
+def json_rows(values: Any, keys: Sequence[str] | None = None) -> list[str]:
+    """``json.dumps`` of each row of a 2-D array (a list, or an object when ``keys`` name the columns).
+
+    The same text as ``json.dumps(row.tolist())`` (or of ``dict(zip(keys, row))``), built without the
+    encoder's per-call overhead: the log writes four such columns for every decision. Floats must be
+    finite (they are: probabilities, values and the observation); booleans become ``true``/``false``.
+    """
+    table = np.asarray(values)
+    if table.dtype == bool:
+        cells = [["true" if v else "false" for v in row] for row in table.tolist()]
+    else:
+        cells = [[repr(float(v)) for v in row] for row in table.tolist()]
+    if keys is None:
+        return ["[" + ", ".join(row) + "]" for row in cells]
+    heads = [json.dumps(k) + ": " for k in keys]
+    return ["{" + ", ".join(h + v for h, v in zip(heads, row, strict=True)) + "}" for row in cells]
 
 
 def log_rows(rows: pd.DataFrame, responses: Sequence[dict[str, Any]], key: bytes, bundle_run_id: str | None,

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,27 +92,71 @@ class DecisionService:
     def decide(self, request: pd.DataFrame, now: datetime | None = None,
                dropped_fields: list[str] | None = None) -> pd.DataFrame:
         """Decide for every record; raises ``RequestError`` (bad fields) or ``RequestConflict`` (an id
-        used for another customer) before anything is booked. One MLflow trace per call when
-        ``serving.tracing`` is on (:func:`retention.tracking.span`).
+        used for another customer) before anything is booked. One MLflow trace per sampled call when
+        ``serving.tracing`` is on (:meth:`_traced`).
 
         ``dropped_fields``: fields removed from the request before it got here (MLflow's signature check
         drops undeclared columns); every record's warnings name them, as unknown fields."""
-        with span(getattr(self.serving, "tracing", False), "decide", "CHAIN", records=len(request),
+        traced = self._traced(request)
+        with span(traced, "decide", "CHAIN", records=len(request),
                   model_versions=json.dumps(self.versions, default=str)) as root:
-            out = self._decide(request, now, dropped_fields or [])
+            out = self._decide(request, now, dropped_fields or [], traced)
             if root is not None:
-                decisions = out["decision"].tolist()
-                offers = [int(d["offer_percentage"]) for d in decisions]
-                sources = [str(s) for s in out["message_source"].tolist()]
-                contacts = sum(bool(d["contact"]) for d in decisions)
-                root.set_attributes({"contacts": contacts, "offer_percentages": offers, "message_sources": sources})
-                # the Traces table's Request / Response columns: counts only, no customer data
-                root.set_inputs({"records": len(request)})
-                root.set_outputs({"contacts": contacts, "offers": dict(Counter(f"{o}%" for o in offers)),
-                                  "message_sources": dict(Counter(s for s in sources if s and s != "None"))})
+                self._annotate(root, out)
             return out
 
-    def _decide(self, request: pd.DataFrame, now: datetime | None, dropped_fields: list[str]) -> pd.DataFrame:
+    def _traced(self, request: pd.DataFrame) -> bool:
+        """Whether this call is traced: ``serving.tracing`` and the sampling share, drawn from a hash of
+        the first record's request id (else its customer id), so a retry is traced the same way."""
+        s = self.serving
+        if not getattr(s, "tracing", False) or not len(request):
+            return False
+        share = getattr(s, "trace_sampling", 1.0)
+        if share >= 1.0:
+            return True
+        first = request.iloc[0]
+        key = str(first.get("request_id") or first.get("customer_id") or "")
+        return zlib.crc32(key.encode()) / 2**32 < share
+
+    def _annotate(self, root, out: pd.DataFrame) -> None:
+        """The trace's content: counts on the root span, one ``decision`` span per decision (at most
+        ``serving.trace_max_decisions``), and for a single decision its request id and keyed customer
+        hash as the trace's client request id and tag. Never a raw id, a name or a message."""
+        import mlflow
+
+        decisions = out["decision"].tolist()
+        offers = [int(d["offer_percentage"]) for d in decisions]
+        sources = [str(s) for s in out["message_source"].tolist()]
+        contacts = sum(bool(d["contact"]) for d in decisions)
+        root.set_attributes({"contacts": contacts, "offer_percentages": offers[:100], "message_sources": sources[:100]})
+        # the Traces table's Request / Response columns: counts only, no customer data
+        root.set_inputs({"records": len(out)})
+        root.set_outputs({"contacts": contacts, "offers": dict(Counter(f"{o}%" for o in offers)),
+                          "message_sources": dict(Counter(s for s in sources if s and s != "None"))})
+        key = self._log_key()
+        limit = int(getattr(self.serving, "trace_max_decisions", 50))
+        keys = []
+        for i, (cid, rid, d, meta, safety) in enumerate(zip(out["customer_id"], out["request_id"], decisions,
+                                                            out["metadata"], out["safety"], strict=True)):
+            ck = inference_log.customer_key(cid, key)
+            keys.append(ck)
+            if i >= limit:
+                continue
+            with mlflow.start_span("decision", span_type="UNKNOWN", attributes={
+                    "request_id": rid or "", "customer_key": ck, "contact": bool(d["contact"]),
+                    "offer_percentage": int(d["offer_percentage"]), "assignment": str(meta.get("assignment")),
+                    "replayed": bool(meta.get("replayed")), "message_source": str(out["message_source"].iloc[i]),
+                    "shield_verdict": str((safety or {}).get("verdict"))}):
+                pass
+        if len(out) > limit:
+            root.set_attribute("decisions_not_spanned", len(out) - limit)
+        if len(out) == 1:
+            rid = out["request_id"].iloc[0]
+            mlflow.update_current_trace(client_request_id=str(rid) if rid else None,
+                                        tags={"retention.customer_key": keys[0]})
+
+    def _decide(self, request: pd.DataFrame, now: datetime | None, dropped_fields: list[str],
+                traced: bool = False) -> pd.DataFrame:
         now = now or datetime.now(UTC)
         rows, notes = parse_request(request, self.categories)
         if dropped_fields:
@@ -196,7 +241,7 @@ class DecisionService:
             out.append(response)
             if contact and with_message[i]:
                 writes.append((i, response))
-        self._write_messages(rows, writes)
+        self._write_messages(rows, writes, traced)
         # One transaction books every contact together with its response, and logs every decision.
         pending = [i for i, (r, dry) in enumerate(zip(out, dry_runs, strict=True))
                    if not dry and not r["metadata"]["replayed"] and (r["decision"]["contact"] or r["request_id"])]
@@ -207,14 +252,18 @@ class DecisionService:
         key = self._log_key() if self.serving.inference_log else b""  # read before the transaction takes the lock
 
         # what off-policy evaluation needs, built only for the log, before the transaction takes the lock
-        audit = [{"policy_contact": bool(guarded[i, 0]), "policy_offer": int(guarded[i, 1]),
-                  "proposed_contact": bool(proposed[i, 0]), "proposed_offer": int(proposed[i, 1]),
-                  "guard_override": bool(overridden[i]),
-                  "arm_probs": json.dumps(np.round(assigned.probs[i], 6).tolist()),
-                  "arm_mask": json.dumps(allowed[i].tolist()),
-                  "arm_values": json.dumps([0.0, *np.round(arm_value[i], 4).tolist()]),
-                  "observation": json.dumps(dict(zip(OBS_COLUMNS, np.round(obs[i], 6).tolist(), strict=True)))}
-                 for i in range(len(rows) if self.serving.inference_log else 0)]
+        audit: list[dict[str, Any]] = []
+        if self.serving.inference_log:
+            n_rows = len(rows)
+            columns = {
+                "policy_contact": guarded[:, 0].astype(bool).tolist(), "policy_offer": guarded[:, 1].tolist(),
+                "proposed_contact": proposed[:, 0].astype(bool).tolist(), "proposed_offer": proposed[:, 1].tolist(),
+                "guard_override": np.asarray(overridden, dtype=bool).tolist(),
+                "arm_probs": inference_log.json_rows(np.round(assigned.probs, 6)),
+                "arm_mask": inference_log.json_rows(np.asarray(allowed, dtype=bool)),
+                "arm_values": inference_log.json_rows(np.column_stack([np.zeros(n_rows), np.round(arm_value, 4)])),
+                "observation": inference_log.json_rows(np.round(obs, 6), OBS_COLUMNS)}
+            audit = [{c: v[i] for c, v in columns.items()} for i in range(n_rows)]
 
         def merge_and_log(conn, committed: list[dict[str, Any]]) -> None:
             for i, response in zip(pending, committed, strict=True):
@@ -241,14 +290,14 @@ class DecisionService:
             self._last_prune = now
 
     # ------------------------------------------------------------------ messages
-    def _write_messages(self, rows: pd.DataFrame, writes: list[tuple[int, dict[str, Any]]]) -> None:
+    def _write_messages(self, rows: pd.DataFrame, writes: list[tuple[int, dict[str, Any]]], tracing: bool = False
+                        ) -> None:
         if not writes:
             return
         records = [rows.iloc[i].to_dict() for i, _ in writes]
         facts = [facts_from_record(rec, r["decision"]["offer_percentage"]) for rec, (_, r) in
                  zip(records, writes, strict=True)]
         texts: list[str | None] = [None] * len(writes)
-        tracing = getattr(self.serving, "tracing", False)
         with span(tracing and self.generator is not None, "generate", "LLM", messages=len(writes)) as gen_span:
             texts = self._generate(facts, texts)
             if gen_span is not None:

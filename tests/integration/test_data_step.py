@@ -70,6 +70,14 @@ def test_main_reuses_a_finished_step_and_reruns_when_outputs_vanish(tracking, mi
     assert {"ppo", "never_contact", "greedy_ev", "knapsack", "index", "index_resolve", "lagrangian_bound",
             "lp_bound"} <= set(comparison)
     assert comparison[champion.tags["gate.champion_policy"]]["violations"] == 0
+    # the evaluation run logs the comparison as a table and a handful of metrics, not one chart per figure
+    evaluations = mlflow.search_runs(experiment_names=["retention-test"], output_format="list",
+                                     filter_string="tags.`mlflow.runName` = 'evaluate_policy'")
+    run = evaluations[0]
+    table = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/evaluation/comparison.json"))
+    assert {"ppo", "index", "knapsack"} <= {row[0] for row in table["data"]}
+    own = [m for m in run.data.metrics if not m.startswith("system/")]
+    assert "paired_diff" in table["columns"] and len(own) <= 10, own
     pipeline.main(cfg, params)
     out = capsys.readouterr().out
     assert "reusing finished 'data'" in out and "reusing finished 'evaluate_policy'" in out

@@ -99,6 +99,9 @@ def test_the_composite_declares_its_outputs_and_traces_a_decision(bundle, tmp_pa
         assert set(spans["decide"].outputs) == {"contacts", "offers", "message_sources"}
         if out["decision"][0]["contact"]:
             assert "shield" in spans
+        decision = spans["decision"].attributes  # one span per decision, keyed by the customer's hash
+        assert len(decision["customer_key"]) == 64 and decision["contact"] == bool(out["decision"][0]["contact"])
+        assert traces[0].info.tags["retention.customer_key"] == decision["customer_key"]
         # no customer data in a trace
         assert "trace-1" not in traces[0].to_json() and "Ana" not in traces[0].to_json()
         off = mlflow.pyfunc.load_model(MODEL_URI, model_config={"tracing": False})

@@ -243,3 +243,112 @@ def test_index_policy_behind_the_decision_service_follows_the_ledger(tmp_path):
     quiet = ContactLedger(f"sqlite:///{tmp_path / 'quiet.db'}", rules, budget=100.0)
     low = service(0.001, quiet).decide(pd.DataFrame([customer]), now=now).iloc[0]
     assert not low["decision"]["contact"] and quiet.summary()["contacts"] == 0
+
+
+# ----------------------------------------------------------------------------- the fast DP equals the full-state one
+def full_state_dp(
+    risk: np.ndarray,
+    accept: np.ndarray,
+    value: np.ndarray,
+    offer_cost: np.ndarray,
+    lam: float | np.ndarray,
+    rules: GuardRules,
+    days: int,
+    contacts: np.ndarray | None = None,
+    since: np.ndarray | None = None,
+    keep_advantage: bool = False,
+    keep_spend: bool = False,
+) -> tuple:
+    """The DP over the whole state (t, c, s): the slow path the fast one must equal."""
+    risk = np.asarray(risk, dtype=float)
+    n = len(risk)
+    f_cap, cool, kappa = rules.fatigue_cap, max(rules.cooldown_days, 0), rules.contact_cost
+    lam = np.broadcast_to(np.asarray(lam, dtype=float), (n,))[:, None]
+    contacts = np.zeros(n, dtype=np.int64) if contacts is None else np.asarray(contacts, dtype=np.int64)
+    since = np.full(n, cool) if since is None else np.minimum(np.asarray(since, dtype=np.int64), cool)
+    rows = np.arange(n)
+    s_next = np.minimum(np.arange(cool + 1) + 1, cool)  # days-since index tomorrow when waiting
+    s_after = min(1, cool)  # ... and after a contact today
+    w = np.zeros((n, f_cap + 1, cool + 1))  # W(t+1, c, s); 0 after the horizon
+    sp = np.zeros_like(w)  # expected spend under the DP policy
+    adv_all = np.zeros((n, days, f_cap, 4)) if keep_advantage else None
+    a = accept[:, :, :f_cap]  # (n, 4, F)
+    for t in range(days - 1, -1, -1):
+        alive_t = np.maximum(1.0 - risk * t / days, 1e-12)
+        r_t = risk * (days - t) / days / alive_t
+        q_t = ((1.0 - risk * (t + 1) / days) / alive_t)[:, None, None]
+        wait = q_t * w[:, :, s_next]
+        cont = q_t * w[:, None, 1:, s_after]  # (n, 1, F): no acceptance, one more contact
+        gain = (r_t[:, None] * value[:, None] - (1 + lam) * offer_cost)[:, :, None]  # (n, 4, 1)
+        adv = a * (gain - cont) + cont - (1 + lam[:, :, None]) * kappa - wait[:, None, :f_cap, cool]  # (n, 4, F)
+        best_adv = adv.max(axis=1)  # (n, F)
+        if keep_spend:
+            wait_sp = q_t * sp[:, :, s_next]
+            cont_sp = q_t * sp[:, None, 1:, s_after]
+            q_sp = kappa + a * offer_cost[:, :, None] + (1 - a) * cont_sp
+            best_sp = np.take_along_axis(q_sp, adv.argmax(axis=1)[:, None, :], axis=1)[:, 0, :]
+            wait_sp[:, :f_cap, cool] = np.where(best_adv > 0, best_sp, wait_sp[:, :f_cap, cool])
+            sp = wait_sp
+        wait[:, :f_cap, cool] += np.maximum(best_adv, 0.0)
+        w = wait
+        if adv_all is not None:
+            adv_all[:, t] = adv.transpose(0, 2, 1)
+    return w[rows, contacts, since], adv_all, sp[rows, contacts, since]
+
+
+
+@pytest.mark.parametrize("fatigue,cooldown,days", [(3, 7, 60), (2, 0, 9), (1, 1, 5), (4, 3, 20)])
+def test_the_dp_over_cooldown_ends_equals_the_full_state_dp(fatigue, cooldown, days):
+    """Values, spends and every advantage (so every action) agree with the DP over (t, c, s), on random
+    customers from random start states."""
+    rng = np.random.default_rng(fatigue * 100 + cooldown)
+    n = 400
+    rules = GuardRules(fatigue, cooldown, 0.3)
+    risk = rng.beta(1, 2, n)
+    accept = np.clip(rng.beta(1, 6, (n, 4, fatigue)) * np.linspace(1, 0.5, fatigue), 0, 1)
+    value, cost = rng.uniform(50, 2000, n), rng.uniform(0, 60, (n, 4))
+    lam = rng.uniform(0, 2, n)
+    contacts, since = rng.integers(0, fatigue + 1, n), rng.integers(0, cooldown + 3, n)
+    fast = customer_dp(risk, accept, value, cost, lam, rules, days, contacts=contacts, since=since,
+                       keep_advantage=True, keep_spend=True)
+    value_ref, adv_ref, spend_ref = full_state_dp(risk, accept, value, cost, lam, rules, days, contacts=contacts,
+                                                  since=since, keep_advantage=True, keep_spend=True)
+    np.testing.assert_allclose(fast.value, value_ref, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(fast.spend, spend_ref, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(fast.advantage, adv_ref, rtol=1e-10, atol=1e-9)
+    assert (np.sign(np.round(fast.advantage, 6)) == np.sign(np.round(adv_ref, 6))).all()
+    window = customer_dp(risk, accept, value, cost, lam, rules, days, advantage_days=(2, min(days, 6)))
+    np.testing.assert_allclose(window.advantage, adv_ref[:, 2:min(days, 6)], rtol=1e-10, atol=1e-9)
+
+
+def test_serving_actions_from_the_week_window_equal_those_from_the_whole_tables():
+    """The index policy in serving reads only today's and the next week's advantages; on random customers
+    (any days left, fatigue and cooldown) its actions equal those read from the whole horizon's tables."""
+    from retention.policy.baselines import _actions
+    from retention.policy.cohort import offer_costs
+    from retention.policy.env import observation
+    from retention.policy.guard import action_mask
+    from retention.policy.lagrangian import LagrangeIndexPolicy, _decision, _next_review, row_advantage
+
+    env = load_config("cpu").env
+    rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
+    rng = np.random.default_rng(5)
+    n = 3000
+    risk, accept = rng.beta(1, 3, n), np.sort(rng.beta(1, 8, (n, 4)), axis=1)
+    monthly = rng.uniform(20, 110, n)
+    fatigue = rng.integers(0, env.fatigue_cap + 1, n).astype(float)
+    since = rng.choice([999.0, 1.0, 3.0, 10.0], n)
+    budget = rng.choice([0.0, 50.0, 5000.0], n)
+    for days_left in (env.horizon_days, 40, 5, 1):
+        obs = observation(risk, accept, budget, 10_000.0, since, fatigue, np.full(n, days_left), monthly, rules,
+                          env.horizon_days)
+        contact_ok, offer_ok = action_mask(budget, fatigue, since, offer_costs(monthly, env.offer_months), rules)
+        policy = LagrangeIndexPolicy(env, lam=0.7)
+        fast = policy.act(obs, contact_ok, offer_ok)
+        adv, tables, t0, fat = row_advantage(obs, env, 0.7, policy.decay)  # the whole horizon's tables
+        ok = contact_ok & (fat < rules.fatigue_cap)
+        contact, offer = _decision(adv, ok, offer_ok)
+        delay = _next_review(tables.max(axis=3) > 0, t0, fat + contact,
+                             np.where(contact, t0 + rules.cooldown_days, t0 + 1))
+        np.testing.assert_array_equal(fast, _actions(contact, offer, delay=delay))
+        assert fast[:, 0].any() and not fast[:, 0].all()  # both kinds of decision occur

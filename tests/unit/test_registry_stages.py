@@ -98,6 +98,11 @@ def test_aliases_are_mirrored_into_stages_with_who_when_why(client):
     assert all(h["who"] == "ana@example.org" and h["when"].startswith("20") for h in history)
     assert "alias champion" in history[0]["why"] and "meets every threshold" in history[0]["why"]
     assert "no longer champion" in history[1]["why"]
+    for i in range(6):  # however many transitions: two stage tags, the last one and the history
+        set_alias(client, "m", "champion", "1" if i % 2 else "2", f"round {i}")
+    tags = client.get_model_version("m", "1").tags
+    assert sorted(k for k in tags if k.startswith("stage.")) == ["stage.history", "stage.last_transition"]
+    assert len(transitions_of(tags)) >= 5 and json.loads(tags["stage.last_transition"]) == transitions_of(tags)[-1]
     assert mirror_stages(client, "m") == []  # idempotent: nothing more to move, nothing more recorded
     assert all(r.agrees for r in registry_status(client))
 

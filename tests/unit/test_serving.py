@@ -475,3 +475,24 @@ def test_the_shield_verdict_states_what_was_sent(ledger, monkeypatch, case):
                 "no_text": ("template_no_text", None, "template")}
     assert (safety["verdict"], safety["passed"], row["message_source"]) == expected[case]
     assert shield.check(row["message"], "Maria", row["decision"]["offer_percentage"]) == []  # what went out is safe
+
+
+def test_the_logs_fast_json_is_json_dumps():
+    """The inference log's audit columns are built without the JSON encoder's per-call overhead; the text
+    must be exactly json.dumps's, for lists, objects and booleans, on random and awkward values."""
+    import json
+
+    import numpy as np
+
+    from retention.serving.inference_log import json_rows
+
+    rng = np.random.default_rng(0)
+    values = np.round(np.concatenate([rng.normal(0, 1e3, (200, 7)), rng.random((200, 7)),
+                                      np.array([[0.0, -0.0, 1e-7, 1e16, 123456.0, 0.1 + 0.2, -5.5]])]), 6)
+    assert json_rows(values) == [json.dumps(row.tolist()) for row in values]
+    keys = [f"k{i}" for i in range(7)]
+    assert json_rows(values, keys) == [json.dumps(dict(zip(keys, row.tolist(), strict=True))) for row in values]
+    mask = rng.random((50, 5)) < 0.5
+    assert json_rows(mask) == [json.dumps(row.tolist()) for row in mask]
+    for row, text in zip(values, json_rows(values), strict=True):
+        assert json.loads(text) == row.tolist()
