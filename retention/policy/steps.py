@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from retention.config import Config
 from retention.data.steps import log_split_inputs
 from retention.errors import RegistryError
-from retention.model_cards import write_cards
+from retention.model_cards import step_description, write_cards
+from retention.tracking import describe_run
 
 
 def multiplier_and_decay(cfg: Config, pool) -> tuple[float, np.ndarray]:
@@ -55,10 +56,15 @@ def train_policy(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
         mlflow.log_params({"pool_customers": len(pool)})
         mlflow.log_metric("lambda_star_train_median", lam)
 
+        constraint: list[tuple[int, dict[str, float]]] = []  # logged at the end, and only if not flat
+
         def log(metrics: dict[str, float], step: int) -> None:
-            mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if v == v}, step=step)  # one group
+            held = {k: v for k, v in metrics.items() if k.startswith(CONSTRAINT_SERIES)}
+            constraint.append((step, held))
+            mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if k not in held and v == v}, step=step)
 
         result = train(pool, cfg.env, cfg.ppo, log=log, progress=progress, lam=lam, decay=decay)
+        log_constraint_curves(constraint, cfg)
         mlflow.log_metrics({"train_seconds": result.seconds, "env_steps": result.env_steps})
         fig = policy_plots.learning_curves(result.history)
         mlflow.log_figure(fig, "plots/learning_curves.png")
@@ -197,6 +203,33 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         print(report(evaluation))
         print(f"evaluate_policy: champion = {winner} (retention-policy v{version}): {reason}")
         return run.info.run_id
+
+
+CONSTRAINT_SERIES = ("lambda_", "episode_cost_", "cost_limit_")
+FLAT_CONSTRAINTS_NOTE = (
+    "The Lagrange multipliers stayed at 0 and every episode's constraint cost was 0: the guard masks "
+    "every action that would break the budget, fatigue cap or cooldown before PPO can take it, so the "
+    "constraints never cost anything and their curves could only be flat (they are not logged). The "
+    "constraint still shapes the policy through the mask: which offers it may make and when (see "
+    "docs/policy.md, 'Why the multipliers stay at zero').")
+
+
+def log_constraint_curves(history: list[tuple[int, dict[str, float]]], cfg: Config) -> None:
+    """The multipliers' and constraint costs' curves (``constraint/...``), unless they never left zero.
+
+    The limits are constants: they are logged as parameters. When every multiplier and cost stayed at
+    0 (the guard masks every infeasible action), no curve is logged and the run's description says why.
+    """
+    mlflow.log_params({f"cost_limit_{c}": getattr(cfg.ppo, f"cost_limit_{c}")
+                       for c in ("budget", "fatigue", "cooldown")})
+    moving = any(v != 0 for _, m in history for k, v in m.items() if not k.startswith("cost_limit_") and v == v)
+    if not moving:
+        mlflow.set_tag("constraint.multipliers", "flat at 0 (the guard masks every infeasible action)")
+        describe_run(f"{step_description('train_policy', cfg.profile)}\n\n{FLAT_CONSTRAINTS_NOTE}")
+        return
+    for step, metrics in history:
+        mlflow.log_metrics({f"constraint/{k}": v for k, v in metrics.items()
+                            if not k.startswith("cost_limit_") and v == v}, step=step)
 
 
 __all__ = ["evaluate_policy", "train_policy", "report", "multiplier_and_decay"]
