@@ -97,9 +97,9 @@ CARDS: dict[str, Card] = {
         metrics=(("sft/shield_pass_rate", "shield pass rate before fallback (SFT)"),
                  ("sft/factual_accuracy", "factual accuracy (SFT)"), ("base/shield_pass_rate",
                                                                       "shield pass rate (base model)"),
-                 ("gold_win_rate", "gold-RM win rate over SFT"), ("gold_win_rate_low", "its 95% CI low"),
-                 ("ppo_shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
-                 ("ppo_factual_accuracy", "factual accuracy (PPO-text)"), ("kl_to_sft", "KL to SFT, nats")),
+                 ("eval/gold_win_rate", "gold-RM win rate over SFT"), ("eval/gold_win_rate_low", "its 95% CI low"),
+                 ("eval/ppo_shield_pass_rate", "shield pass rate before fallback (PPO-text)"),
+                 ("eval/ppo_factual_accuracy", "factual accuracy (PPO-text)"), ("eval/kl_to_sft", "KL to SFT, nats")),
         gated_by="sft or ppo_text"),
     "reward-model": Card(
         predicts="A scalar preference score for (decision, message): Bradley-Terry reward models, the `proxy` "

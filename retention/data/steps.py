@@ -28,7 +28,7 @@ def _log_report(report) -> None:
     mlflow.set_tag(f"gx.{report.suite}", "passed" if report.success else "failed")
     pct = report.statistics.get("success_percent")
     if pct is not None:
-        mlflow.log_metric(f"gx_{report.suite}_success_pct", float(pct))
+        mlflow.log_metric(f"gx/{report.suite}_success_pct", float(pct))
 
 
 def data(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
@@ -48,9 +48,9 @@ def data(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             for split, df in parts.items():
                 info = result.manifest["datasets"][name][split]
                 mlflow.log_input(split_dataset(result.processed_dir, name, split, df, info), context=split)
-                mlflow.log_metric(f"rows_{name}_{split}", info["rows"])
+                mlflow.log_metric(f"rows/{name}_{split}", info["rows"])
         for reason, n in result.dropped.items():
-            mlflow.log_metric(f"dropped_{reason.replace(':', '_').replace('-', '_')}", n)
+            mlflow.log_metric(f"dropped/{reason.replace(':', '_').replace('-', '_')}", n)
         mlflow.set_tag("processed_dir", str(result.processed_dir.resolve()))
         n_splits = sum(len(parts) for parts in result.splits.values())
         print(f"data: validated and wrote {len(result.splits)} datasets ({n_splits} splits) to {result.processed_dir}")

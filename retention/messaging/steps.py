@@ -301,7 +301,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
         result = train_ppo_text(gen.model, tok, proxy, train_facts, p, log=log, bf16=bf16, progress=progress)
         policy = result.model
-        mlflow.log_metrics({"train_seconds": result.seconds, "final_beta": result.beta})
+        mlflow.log_metrics({"train/seconds": result.seconds, "train/final_beta": result.beta})
 
         def greedy(facts):
             return generate_batch(policy, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
@@ -322,7 +322,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                    "proxy_score_ppo": float(pairs["proxy_a"].mean()), "proxy_score_sft": float(pairs["proxy_b"].mean())}
         for label, report in (("ppo", ppo_report), ("sft", sft_report)):
             metrics.update({f"{label}_{k}": v for k, v in report.metrics.items()})
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({f"eval/{k}": v for k, v in metrics.items()})  # held-out: PPO-text vs SFT
         mlflow.set_tags({"evaluation.message_a": "ppo_text", "evaluation.message_b": f"sft v{sft_version.version}"})
         mlflow.log_table(pairs, "evaluation/pairs.json")
         samples = pd.concat([sft_report.samples, ppo_report.samples], ignore_index=True)

@@ -17,9 +17,9 @@ Under ``mlflow run`` a drift (exit 1) makes the ``mlflow run`` command report th
 although the MLflow run itself is FINISHED with its report and tags; pass
 ``-P fail_on_drift=false`` where a pipeline must carry on.
 
-What one run logs: params (``ledger_url`` without its password), metrics ``drift.share_drifted``,
-``drift.<column>`` (each score), ``drift.rows_current`` / ``drift.rows_reference``,
-``decisions.<metric>.{reference,current}`` and ``calibration.ece`` when outcomes exist; tags
+What one run logs: params (``ledger_url`` without its password), metrics ``drift/share_drifted``,
+``drift/<column>`` (each score), ``drift/rows_current`` / ``drift/rows_reference``,
+``decisions/<metric>_{reference,current}`` and ``calibration/ece`` when outcomes exist; tags
 ``drift.detected`` (true/false), ``drift.drifted_columns``, ``drift.window_start`` / ``_end``,
 ``uses.model_uri`` / ``uses.model_version``; artifacts ``drift/report.html`` (Evidently,
 self-contained), ``drift/evidently.json``, ``drift/result.json``, ``drift/decision_mix.json``,
@@ -214,15 +214,15 @@ def drift(cfg: Config, params: dict[str, Any], progress: bool = True) -> DriftRu
         mlflow.set_tags({"uses.model_uri": model_uri, "uses.model_version": model_version(model_uri),
                          "uses.components": str(service.versions),
                          "drift.bundles_in_window": ",".join(versions)[:500] or "none"})
-        mlflow.log_metrics({"drift.share_drifted": result.share_drifted, "drift.rows_current": result.current_rows,
-                            "drift.rows_reference": result.reference_rows,
-                            **{f"drift.{c.column}": c.score for c in result.columns if c.score == c.score}})
+        mlflow.log_metrics({"drift/share_drifted": result.share_drifted, "drift/rows_current": result.current_rows,
+                            "drift/rows_reference": result.reference_rows,
+                            **{f"drift/{c.column}": c.score for c in result.columns if c.score == c.score}})
         mix = result.decision_mix
-        mlflow.log_metrics({f"decisions.{name.replace('%', 'pct')}.{side}": float(row[side])
+        mlflow.log_metrics({f"decisions/{name.replace('%', 'pct')}_{side}": float(row[side])
                             for name, row in mix.iterrows() for side in ("reference", "current")
                             if row[side] == row[side]})
         if result.ece is not None:
-            mlflow.log_metrics({"calibration.ece": result.ece, "calibration.outcomes": result.outcomes})
+            mlflow.log_metrics({"calibration/ece": result.ece, "calibration/outcomes": result.outcomes})
         mlflow.set_tags({"drift.detected": str(result.detected).lower(),
                          "drift.drifted_columns": ",".join(c.column for c in result.drifted)[:500] or "none"})
         with tempfile.TemporaryDirectory() as tmp:

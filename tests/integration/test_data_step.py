@@ -34,7 +34,7 @@ def test_data_run_logs_inputs_gx_and_manifest(tracking, mirror):
     arts = {f.path for f in MlflowClient().list_artifacts(run_id, "gx")}
     assert {"gx/telco_raw.json", "gx/bank_raw.json", "gx/telco_processed.json"} <= arts
     manifest = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/manifest.json")
-    assert manifest["datasets"]["telco"]["test"]["rows"] == run.data.metrics["rows_telco_test"]
+    assert manifest["datasets"]["telco"]["test"]["rows"] == run.data.metrics["rows/telco_test"]
     assert run.info.artifact_uri.startswith((tracking / "mlartifacts").as_uri())
 
 

@@ -391,11 +391,11 @@ def test_the_drift_step_logs_reports_and_keeps_no_identifiers(tracking, telco, r
     run = mlflow.search_runs(experiment_names=["retention-test"], output_format="list")[0]
     assert run.data.tags["drift.detected"] == "true" and run.data.tags["drift.drifted_columns"].startswith(
         "MonthlyCharges")
-    assert run.data.metrics["drift.MonthlyCharges"] > 0.25 and "drift.share_drifted" in run.data.metrics
+    assert run.data.metrics["drift/MonthlyCharges"] > 0.25 and "drift/share_drifted" in run.data.metrics
     # acceptance calibration counts the contacted decisions among the 40 (the holdout and "no contact"
     # arms drawn by exploration made no offer to accept)
     contacted = sum(bool(d["contact"]) for d in decided["decision"].head(40))
-    assert 30 <= contacted < 40 and run.data.metrics["calibration.outcomes"] == contacted
+    assert 30 <= contacted < 40 and run.data.metrics["calibration/outcomes"] == contacted
     traced = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list")
     assert len(traced) == 1  # the live request's trace; scoring the reference (5,600 rows) made none
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # both sides, as MLflow datasets
