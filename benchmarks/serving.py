@@ -5,14 +5,14 @@ Usage (after `make run`):
     .venv/bin/python benchmarks/serving.py [--n 20000] [--requests 200] [--messages 128]
 
 Measures (1) in-process decisions without messages (dry run) per second, with the inference log
-on and off, and single-customer requests per second with MLflow tracing on and off (one trace per
-request; traces go to the experiment in force, here `retention`); (2) batched message writing
-(generator + shield) per second and how many generations
-passed the shield, for each `--generation-variants` value (a `generation_dtype`, or `int8` for
-`generation_quantize=int8`), after a warm-up call; (3) sequential single-customer REST latency of
-`mlflow models serve` for the composite (decision only; inference log on and off) and for the bare
-churn-risk model, p50 and p99, with each server's peak resident memory. Prints the CPU, then
-Markdown for BENCHMARKS.md.
+on and off, and single-customer requests per second with MLflow tracing on and off, round-robin
+(A B A B), the trace export flushed inside the timing; (2) batched message writing (generator +
+shield) per second and how many generations passed the shield, for each `--generation-variants`
+value (a `generation_dtype`, `int8` for `generation_quantize=int8`, or `none`), after a warm-up
+call; (3) over REST (`mlflow models serve`, one uvicorn worker, the default): single-customer
+booked decisions p50 / p99 with the inference log and tracing on, the same with tracing off, and
+the bare churn-risk model, the three servers called round-robin; then the composite under 1, 4 and
+16 concurrent clients. Prints the CPU, then Markdown for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -61,34 +61,64 @@ def _peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def rest_latency(model_uri: str, records: list[dict], env: dict) -> tuple[float, float, float]:
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+class Server:
+    """``mlflow models serve`` of ``model_uri`` on loopback (``workers`` uvicorn workers), for timing."""
+
+    def __init__(self, model_uri: str, env: dict, workers: int = 1):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
+             "local", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(workers)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         for _ in range(300):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)  # noqa: S310
-                break
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2)  # noqa: S310
+                return
             except OSError:
                 time.sleep(1)
-        times = []
-        for i, rec in enumerate(records):
-            body = json.dumps({"dataframe_records": [rec]}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-            start = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
-                resp.read()
-            if i >= 5:  # warm-up
-                times.append((time.perf_counter() - start) * 1000)
-        times.sort()
-        p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
-        return statistics.median(times), p99, _peak_rss_mb(proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        raise RuntimeError(f"server for {model_uri} did not start")
+
+    def call(self, record: dict) -> float:
+        body = json.dumps({"dataframe_records": [record]}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        start = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
+            resp.read()
+        return (time.perf_counter() - start) * 1000
+
+    def stop(self) -> float:
+        rss = _peak_rss_mb(self.proc.pid)
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        return rss
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
+
+
+def interleaved(servers: dict[str, Server], records: dict[str, list[dict]], rounds: int) -> dict[str, list[float]]:
+    """Sequential single-record requests, one to each server in turn (A B C A B C ...), after 5 warm-ups each."""
+    times: dict[str, list[float]] = {k: [] for k in servers}
+    for i in range(rounds + 5):
+        for k, server in servers.items():
+            t = server.call(records[k][i % len(records[k])])
+            if i >= 5:
+                times[k].append(t)
+    return times
+
+
+def concurrent(server: Server, records: list[dict], clients: int, per_client: int) -> list[float]:
+    """``clients`` threads each sending ``per_client`` single-record requests back to back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(c: int) -> list[float]:
+        return [server.call(records[(c * per_client + j) % len(records)]) for j in range(per_client)]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [t for ts in pool.map(client, range(clients)) for t in ts]
 
 
 def latest_generator(serving):
@@ -115,7 +145,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--messages", type=int, default=128)
     ap.add_argument("--generation-variants", default="auto,float32,bfloat16,int8",
-                    help="comma-separated generation_dtype values (or int8) to measure message writing with")
+                    help="comma-separated generation_dtype values (or int8) to measure message writing with; "
+                    "'none' skips message writing")
     args = ap.parse_args()
     mlflow.set_tracking_uri(tracking_uri())
     tmp = Path(tempfile.mkdtemp())
@@ -135,24 +166,31 @@ def main() -> None:
         out = service.decide(frame)
         inproc[log_on] = args.n / (time.perf_counter() - start)
 
-    # MLflow tracing costs per request (one trace each), so measure one-customer requests, tracing on / off
+    # MLflow tracing costs per request (one trace each): one-customer requests, tracing on (every request /
+    # the default sampling / off), measured round-robin so that the machine's drift hits each alike
     single = frame.head(args.requests).to_dict("records")
-    traced = {}
-    for tracing in (True, False):
-        service = mlflow.pyfunc.load_model(args.model, model_config={"tracing": tracing}).unwrap_python_model().service
+    variants = {"on (all)": {"tracing": True, "trace_sampling": 1.0}, "off": {"tracing": False}}
+    services = {k: mlflow.pyfunc.load_model(args.model, model_config=c).unwrap_python_model().service
+                for k, c in variants.items()}
+    for svc in services.values():
         for r in single[:10]:
-            service.decide(pd.DataFrame([r]))
-        start = time.perf_counter()
-        for r in single:
-            service.decide(pd.DataFrame([r]))
-        if tracing:
-            mlflow.flush_trace_async_logging()  # the traces are written, not just queued
-        traced[tracing] = len(single) / (time.perf_counter() - start)
+            svc.decide(pd.DataFrame([r]))
+    mlflow.flush_trace_async_logging()
+    spent = {k: 0.0 for k in services}
+    for r in single:
+        for k, svc in services.items():
+            start = time.perf_counter()
+            svc.decide(pd.DataFrame([r]))
+            spent[k] += time.perf_counter() - start
+    start = time.perf_counter()
+    mlflow.flush_trace_async_logging()  # the traces written, not just queued: their export counts too
+    spent["on (all)"] += time.perf_counter() - start
+    traced = {k: len(single) / v for k, v in spent.items()}
 
     contacted = out[out["decision"].map(lambda d: d["contact"])]["customer_id"].head(args.messages)
     msg_frame = frame[frame["customer_id"].isin(contacted)].assign(with_message=True)
     message_rows = []
-    for dtype in args.generation_variants.split(","):
+    for dtype in [v for v in args.generation_variants.split(",") if v != "none"]:
         config = {"generation_time_budget_s": 1e9, **({"generation_quantize": "int8"} if dtype == "int8"
                                                      else {"generation_dtype": dtype})}
         svc = mlflow.pyfunc.load_model(args.model, model_config=config).unwrap_python_model().service
@@ -169,29 +207,46 @@ def main() -> None:
     peak_inproc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    records = frame.head(args.requests + 5).to_dict("records")
-    comp = rest_latency(args.model, records, env)
-    no_log = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": '{"inference_log": false}'}
-    comp_nolog = rest_latency(args.model, records, no_log)
+    records = frame.assign(dry_run=False).head(4000).to_dict("records")  # booked, as real traffic is
     risk_cols = [c for c in frame.columns if c not in ("customer_id", "name", "dry_run", "with_message")]
-    bare = rest_latency(args.risk_model, [{k: r[k] for k in risk_cols} for r in records], env)
+    bare_records = [{k: r[k] for k in risk_cols} for r in records]
+    off = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": '{"tracing": false}'}
+    servers = {"retention": Server(args.model, env), "retention, tracing off": Server(args.model, off),
+               "churn-risk": Server(args.risk_model, env)}
+    try:
+        rest = interleaved(servers, {"retention": records, "retention, tracing off": records[2000:],
+                                     "churn-risk": bare_records}, args.requests)
+        load = {c: concurrent(servers["retention"], records[1000:], c, max(args.requests // c, 20))
+                for c in (1, 4, 16)}
+    finally:
+        rss = {k: srv.stop() for k, srv in servers.items()}
 
     print("| measure | value |\n| --- | --- |")
     print(f"| in-process decisions without messages ({args.n:,} customers, dry run), inference log on / off | "
           f"{inproc[True]:,.0f} / {inproc[False]:,.0f} customers/s |")
-    print(f"| in-process single-customer requests ({len(single)} sequential, dry run), MLflow tracing on / off | "
-          f"{traced[True]:,.0f} / {traced[False]:,.0f} requests/s |")
+    print(f"| in-process single-customer requests ({len(single)} sequential, dry run, round-robin), tracing on / "
+          f"off | {traced['on (all)']:,.0f} / {traced['off']:,.0f} requests/s (tracing costs "
+          f"{100 * (traced['off'] / traced['on (all)'] - 1):.0f} %) |")
     for dtype, used, rate, generated in message_rows:
         print(f"| batched messages, generator + shield ({len(msg_frame)} contacts, {dtype} -> {used}) | "
               f"{rate:.2f} messages/s ({generated} passed the shield, {len(msg_frame) - generated} template "
               f"fallbacks) |")
     print(f"| peak memory of the in-process benchmark | {peak_inproc:,.0f} MB |")
-    print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests), inference log on | "
-          f"{comp[0]:.1f} ms / {comp[1]:.1f} ms (server peak RSS {comp[2]:,.0f} MB) |")
-    print(f"| REST `retention` decision only, p50 / p99, inference log off | "
-          f"{comp_nolog[0]:.1f} ms / {comp_nolog[1]:.1f} ms |")
-    print(f"| REST bare `churn-risk`, p50 / p99 | {bare[0]:.1f} ms / {bare[1]:.1f} ms "
-          f"(server peak RSS {bare[2]:,.0f} MB) |")
+    p50 = {k: percentiles(v) for k, v in rest.items()}
+    print(f"| REST `retention` decision only, p50 / p99 ({args.requests} sequential requests each, round-robin with "
+          f"the two below), inference log and tracing on | {p50['retention'][0]:.1f} ms / {p50['retention'][1]:.1f} ms "
+          f"(server peak RSS {rss['retention']:,.0f} MB) |")
+    print(f"| REST `retention`, tracing off | {p50['retention, tracing off'][0]:.1f} ms / "
+          f"{p50['retention, tracing off'][1]:.1f} ms |")
+    print(f"| REST bare `churn-risk`, p50 / p99 | {p50['churn-risk'][0]:.1f} ms / {p50['churn-risk'][1]:.1f} ms "
+          f"(server peak RSS {rss['churn-risk']:,.0f} MB) |")
+    ratio = p50["retention"][0] / p50["churn-risk"][0]
+    print(f"| REST `retention` p50 / bare `churn-risk` p50 | {ratio:.2f} x |")
+    for c, times in load.items():
+        q = percentiles(times)
+        print(f"| REST `retention` under {c} concurrent client(s), 1 uvicorn worker, p50 / p99 | "
+              f"{q[0]:.1f} ms / {q[1]:.1f} ms ({len(times)} requests) |")
+    print(f"| p99 under 16 clients / p50 under 1 | {percentiles(load[16])[1] / percentiles(load[1])[0]:.1f} x |")
 
 
 if __name__ == "__main__":

@@ -712,6 +712,10 @@ class MonitoringConfig:
         (:func:`~retention.monitoring.join.outcome_cohort`), so a late label meets its decision.
         The outcome report counts a customer without a churn report as retained once this long has
         passed since their latest decision.
+    unreported_churn:
+        What the outcome report makes of a customer with no churn report before the horizon:
+        ``pending`` (left out), ``retained`` (you report churn events only) or ``auto`` (``retained``
+        when the reports hold churns and never a ``churned = false``, else ``pending``).
     alarm_alpha:
         The outcome report's calibration alarms: the false-alarm rate per report in a faithful
         world (Bonferroni over the report's checks).
@@ -738,12 +742,21 @@ class MonitoringConfig:
     reference_chunk_size: int = 2000
     include_dry_runs: bool = True
     outcome_horizon_days: float = 30.0
+    unreported_churn: str = "auto"
     alarm_alpha: float = 0.05
     alarm_tolerance: float = 0.15
     alarm_min_outcomes: int = 50
     report_bootstrap: int = 300
     cbpe_threshold: float = 0.5
     world_ledger: str = "monitoring/world-ledger.db"
+
+    def __post_init__(self) -> None:
+        if self.unreported_churn not in ("auto", "pending", "retained"):
+            raise ConfigError(f"monitoring.unreported_churn must be auto, pending or retained, got "
+                              f"{self.unreported_churn!r}")
+        if not 0.0 < self.alarm_alpha < 1.0:
+            raise ConfigError(f"monitoring.alarm_alpha must be in (0, 1), got {self.alarm_alpha}: 0.05 allows "
+                              "one false alarm in twenty reports")
 
 
 @dataclass(frozen=True)

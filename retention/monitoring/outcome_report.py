@@ -118,7 +118,7 @@ def compute_outcome_report(log: pd.DataFrame, found: pd.DataFrame, as_of: dateti
     m:
         ``monitoring``: horizon, alarm level and tolerance, bootstrap size, CBPE threshold.
     """
-    customers = customer_outcomes(log, found, as_of, m.outcome_horizon_days)
+    customers = customer_outcomes(log, found, as_of, m.outcome_horizon_days, m.unreported_churn)
     uplift = realised_uplift(customers)
     # churn calibration where the campaign did not act: holdout and customers not contacted
     untouched = customers[~customers["contacted"]]

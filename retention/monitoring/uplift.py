@@ -91,7 +91,8 @@ def difference_of_means(a: np.ndarray, b: np.ndarray) -> Estimate:
 
 
 # ----------------------------------------------------------------------------- the join, per customer
-def customer_outcomes(log: pd.DataFrame, found: pd.DataFrame, as_of: datetime, horizon_days: float) -> pd.DataFrame:
+def customer_outcomes(log: pd.DataFrame, found: pd.DataFrame, as_of: datetime, horizon_days: float,
+                      unreported: str = "auto") -> pd.DataFrame:
     """One row per customer of the cohort: group, what was done, what was predicted, what happened.
 
     Parameters
@@ -105,6 +106,11 @@ def customer_outcomes(log: pd.DataFrame, found: pd.DataFrame, as_of: datetime, h
         has passed since their latest decision; before that their churn label is pending.
     horizon_days:
         ``monitoring.outcome_horizon_days``.
+    unreported:
+        What a missing churn report means before the horizon (``monitoring.unreported_churn``):
+        ``pending`` (left out until the horizon has passed), ``retained`` (the business reports churn
+        events only), or ``auto``: ``retained`` when the cohort's reports hold churns but not a single
+        ``churned = false`` (a churn-event feed), ``pending`` otherwise.
 
     Returns
     -------
@@ -147,6 +153,10 @@ def customer_outcomes(log: pd.DataFrame, found: pd.DataFrame, as_of: datetime, h
               & (found["request_id"].isna() | found["request_id"].isin(requests))] if len(found) else found
     churned = f[f["churned"].notna()].groupby("customer_key")["churned"].agg(lambda s: bool(s.astype(bool).any()))
     matured = out["last_decided"] + timedelta(days=horizon_days) <= pd.Timestamp(as_of)
+    reported = f["churned"].dropna().astype(bool) if len(f) else pd.Series(dtype=bool)
+    events_only = len(reported) > 0 and bool(reported.all())
+    if unreported == "retained" or (unreported == "auto" and events_only):
+        matured = pd.Series(True, index=out.index)
     label = pd.Series(churned, index=out.index).astype(object)
     label = label.where(label.notna(), np.where(matured, False, None))
     out["churned"] = label.where(label.notna(), None)

@@ -160,3 +160,18 @@ def test_report_without_real_decisions_says_so(tracking, capsys):
     assert "no real decision" in capsys.readouterr().err
     cfg = load_config("smoke")
     assert cfg.monitoring.alarm_alpha == 0.05
+
+
+def test_a_churn_event_feed_counts_the_unreported_as_retained_and_a_full_feed_leaves_them_pending():
+    log = _log([{"customer_key": k, "request_id": f"r-{k}", "logged_at": NOW - timedelta(days=2), "contact": True,
+                 "assignment": "exploit"} for k in "abc"])
+    events = pd.DataFrame({"request_id": ["r-a"], "customer_key": ["a"], "churned": [True],
+                           "outcome_date": [NOW.date()]})
+    out = U.customer_outcomes(log, events, NOW, horizon_days=30)  # auto: only churns are ever reported
+    assert out["churned"].tolist() == [True, False, False]
+    full = pd.concat([events, pd.DataFrame({"request_id": ["r-b"], "customer_key": ["b"], "churned": [False],
+                                            "outcome_date": [NOW.date()]})])
+    out = U.customer_outcomes(log, full, NOW, horizon_days=30)  # a full feed: c is pending, not retained
+    assert out.loc["a", "churned"] == True and out.loc["b", "churned"] == False  # noqa: E712
+    assert out.loc["c", "churned"] is None
+    assert U.customer_outcomes(log, events, NOW, 30, unreported="pending").loc["b", "churned"] is None
