@@ -125,13 +125,17 @@ def outcome_report(cfg: Config, params: dict[str, Any], progress: bool = True) -
 
 
 def simulated_window(cfg: Config, data_run_id: str, model_uri: str, ledger_path: Path | str,
-                     seed: int = 0) -> tuple[str, dict[str, float]]:
+                     seed: int = 0, copies: int = 10) -> tuple[str, dict[str, float]]:
     """Decide the held-out Telco customers through ``model_uri`` in the simulated world, on a fresh
     ledger at ``ledger_path``, and record what happened through the outcome interface.
 
-    Returns the ledger's URL (for the ``outcome_report`` step) and the world's true churn reduction.
+    The world's population is ``copies`` look-alikes of each held-out customer (their own ids, so
+    their own holdout draws): about 7,000 customers, enough for intervals a reader can learn from.
+    The campaign budget scales with it. Returns the ledger's URL (for the ``outcome_report`` step)
+    and the world's true churn reduction.
     """
     import numpy as np
+    import pandas as pd
 
     from retention.data.pipeline import load_split
     from retention.data.steps import processed_dir_of
@@ -146,8 +150,11 @@ def simulated_window(cfg: Config, data_run_id: str, model_uri: str, ledger_path:
     url = f"sqlite:///{path}"
     # the real serving path; a simulation makes no traces
     service = service_from_uri(model_uri, with_generator=False,
-                               serving_overrides={"ledger_url": url, "tracing": False, "inference_log": True})
-    customers = load_split(processed_dir_of(data_run_id, cfg), "telco", "test")
+                               serving_overrides={"ledger_url": url, "tracing": False, "inference_log": True,
+                                                  "campaign_budget": cfg.serving.campaign_budget * copies})
+    held_out = load_split(processed_dir_of(data_run_id, cfg), "telco", "test")
+    customers = pd.concat([held_out.assign(customerID=held_out["customerID"] + f"-w{k}") for k in range(copies)],
+                          ignore_index=True)
     world = WorldConfig(horizon_days=cfg.monitoring.outcome_horizon_days)
     log = simulate_decisions(service, customers, world, seed=seed)
     outcomes = draw_outcomes(log, world, np.random.default_rng(seed))
