@@ -90,7 +90,7 @@ def alarms(log: pd.DataFrame, reps: int, sizes: list[int], m) -> list[dict[str, 
             churn_p = quiet[rng.integers(0, len(quiet), max(n // 2, 1))] if len(quiet) else np.array([])
             churn_y = rng.random(len(churn_p)) < churn_p
             kw = {"checks": 5, "alpha": m.alarm_alpha, "tolerance": m.alarm_tolerance,
-                  "min_outcomes": m.alarm_min_outcomes, "n_boot": 10}
+                  "min_outcomes": m.alarm_min_outcomes, "intervals": False}
             fired += any(calibration(f"a{k}", p[lv == k], biased[lv == k], **kw).alarm for k in range(4))
             false += any([calibration("churn", churn_p, churn_y, **kw).alarm,
                           *[calibration(f"a{k}", p[lv == k], faithful[lv == k], **kw).alarm for k in range(4)]])
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--replications", type=int, default=200)
     ap.add_argument("--model-uri", default="models:/retention@champion")
     ap.add_argument("--mirror", default=os.environ.get("RETENTION_DATA_MIRROR", "../shared/data"))
+    ap.add_argument("--alarms-only", action="store_true", help="skip the uplift coverage replications")
     args = ap.parse_args()
     cfg = load_config("cpu")
     world = WorldConfig(horizon_days=cfg.monitoring.outcome_horizon_days)
@@ -117,6 +118,15 @@ def main() -> None:
     shares = np.array([in_holdout(ids, f"salt-{s}", cfg.serving.holdout_share).mean() for s in range(200)])
     print(f"holdout share over 200 salts ({len(ids):,} ids): mean {100 * shares.mean():.2f} %, "
           f"{100 * np.mean(np.abs(shares - cfg.serving.holdout_share) <= 0.01):.1f} % of salts within +-1 point")
+    if not args.alarms_only:
+        worlds(log, world, args, cfg)
+    print("\n| acceptance outcomes in the window | alarm on acceptance x0.6 | false alarms per report (faithful) |")
+    print("| ---: | ---: | ---: |")
+    for row in alarms(log, args.replications, [100, 200, 400, 800, 1600, 3200], cfg.monitoring):
+        print(f"| {row['outcomes']:,} | {100 * row['detected']:.1f} % | {100 * row['false_alarms']:.1f} % |")
+
+
+def worlds(log: pd.DataFrame, world: WorldConfig, args: argparse.Namespace, cfg) -> None:
     for name, w in (("make run's world (acceptance x0.6, churn x1.2, harm +8 pt at tenure >= 48)", world),
                     ("faithful world", FAITHFUL)):
         t0 = time.perf_counter()
@@ -126,10 +136,6 @@ def main() -> None:
               f"{args.replications} replications: {100 * c['coverage_all']:.1f} % / "
               f"{100 * c['coverage_would_contact']:.1f} %; mean width {100 * c['width_all']:.2f} pt "
               f"({time.perf_counter() - t0:.0f} s)")
-    print("\n| acceptance outcomes in the window | alarm on acceptance x0.6 | false alarms per report (faithful) |")
-    print("| ---: | ---: | ---: |")
-    for row in alarms(log, args.replications, [100, 200, 400, 800, 1600], cfg.monitoring):
-        print(f"| {row['outcomes']:,} | {100 * row['detected']:.1f} % | {100 * row['false_alarms']:.1f} % |")
 
 
 if __name__ == "__main__":

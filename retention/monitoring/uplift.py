@@ -245,11 +245,12 @@ def slope_of(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def calibration(name: str, p: np.ndarray, y: np.ndarray, *, checks: int, alpha: float, tolerance: float,
-                min_outcomes: int, n_boot: int = 300, seed: int = 0) -> CalibrationCheck:
+                min_outcomes: int, n_boot: int = 300, seed: int = 0, intervals: bool = True) -> CalibrationCheck:
     """Calibration of scores ``p`` on outcomes ``y`` (module docstring); ``checks`` is the Bonferroni family size.
 
     The alarm fires when ``|z|`` exceeds the ``1 - alpha / (2 checks)`` normal quantile, the
     observed/expected ratio is off by more than ``tolerance``, and there are ``min_outcomes``.
+    ``intervals=False`` skips the bootstrap and the slope (the alarm needs neither; for simulations).
     """
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     n = len(p)
@@ -260,6 +261,10 @@ def calibration(name: str, p: np.ndarray, y: np.ndarray, *, checks: int, alpha: 
     var = float((p * (1 - p)).sum())
     z = (o - e) / math.sqrt(var) if var > 0 else 0.0
     ratio = o / e if e > 0 else math.nan
+    critical = float(norm.ppf(1 - alpha / (2 * max(checks, 1))))
+    alarm = bool(n >= min_outcomes and abs(z) > critical and not math.isnan(ratio) and abs(ratio - 1) > tolerance)
+    if not intervals:
+        return CalibrationCheck(name, n, o, e, Estimate(ratio, math.nan, math.nan, n), nan, nan, z, alarm)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(n_boot, n))
     oe_d = np.array([y[i].sum() / max(p[i].sum(), 1e-12) for i in draws])
@@ -274,8 +279,6 @@ def calibration(name: str, p: np.ndarray, y: np.ndarray, *, checks: int, alpha: 
         s_lo, s_hi = (np.percentile(sl_d, [2.5, 97.5]) if len(sl_d) else (math.nan, math.nan))
     else:
         s_lo = s_hi = math.nan
-    critical = float(norm.ppf(1 - alpha / (2 * max(checks, 1))))
-    alarm = bool(n >= min_outcomes and abs(z) > critical and not math.isnan(ratio) and abs(ratio - 1) > tolerance)
     return CalibrationCheck(name, n, o, e, Estimate(ratio, float(min(lo, ratio)), float(max(hi, ratio)), n),
                             Estimate(est_ece, e_lo, e_hi, n), Estimate(slope, float(s_lo), float(s_hi), n), z, alarm)
 
