@@ -607,6 +607,10 @@ class ServingConfig:
         a retried request is traced (or not) again. Traces are exported off the request path, but
         their export still takes CPU from the same process; BENCHMARKS.md has the cost per setting.
         Every decision is in the inference log whatever this says.
+    model_threads:
+        Prediction threads of the XGBoost models in serving (0: all cores). One by default: a request
+        scores a handful of rows, where OpenMP threads cost more than they save and spin against the
+        server's own threads on a small machine. Predictions are the same for any value.
     trace_max_decisions:
         At most this many ``decision`` spans per trace (a 2,000-customer batch gets the first ones
         and a count; its decisions are all in the inference log).
@@ -654,6 +658,7 @@ class ServingConfig:
     tracing: bool = True
     trace_sampling: float = 1.0
     trace_max_decisions: int = 50
+    model_threads: int = 1
     log_retention_days: float = 90.0
     campaign: str = "default"
     campaign_budget: float = 10_000.0

@@ -230,10 +230,21 @@ class ContactLedger:
 
     def states(self, customer_ids: list[str], now: datetime) -> tuple[dict[str, DecisionState], float, float]:
         """Decision state of each customer, plus the campaign's (budget_total, budget_remaining)."""
-        now = _utc(now)
         with self.engine.connect() as conn:
-            total, spent = self._budget(conn)
-            seen = self._contacts_of(conn, customer_ids)
+            return self._states(conn, customer_ids, now)
+
+    def read(self, customer_ids: list[str], request_ids: Sequence[str | None], now: datetime
+             ) -> tuple[dict[str, Recorded], dict[str, DecisionState], float, float]:
+        """:meth:`replay` and :meth:`states` in one connection: what a request reads before it decides."""
+        with self.engine.connect() as conn:
+            recorded = self._recorded(conn, [r for r in request_ids if r])
+            return (recorded, *self._states(conn, customer_ids, now))
+
+    def _states(self, conn: Connection, customer_ids: list[str], now: datetime
+                ) -> tuple[dict[str, DecisionState], float, float]:
+        now = _utc(now)
+        total, spent = self._budget(conn)
+        seen = self._contacts_of(conn, customer_ids)
         remaining = max(0.0, total - spent)
         out: dict[str, DecisionState] = {}
         for cid in customer_ids:

@@ -161,8 +161,8 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
         raise MlflowException(f"unknown serving setting(s) in model_config: {unknown}; the fields of "
                               "retention.config.ServingConfig are allowed", error_code=INVALID_PARAMETER_VALUE)
     env, serving = EnvConfig.from_dict(cfg["env"]), ServingConfig(**{**cfg["serving"], **overrides})
-    risk = mlflow.sklearn.load_model(artifacts["churn_risk"])
-    accept = mlflow.sklearn.load_model(artifacts["offer_accept"])
+    risk = set_model_threads(mlflow.sklearn.load_model(artifacts["churn_risk"]), serving.model_threads)
+    accept = set_model_threads(mlflow.sklearn.load_model(artifacts["offer_accept"]), serving.model_threads)
     calendar = calendar_from_metadata(Model.load(artifacts["offer_accept"]).metadata,
                                       f"offer-accept v{cfg['versions'].get('offer-accept')}")
     policy = mlflow.pyfunc.load_model(artifacts["policy"]).unwrap_python_model().policy
@@ -178,6 +178,35 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     categories = {k: set(v) for k, v in cfg["categories"].items()}
     return DecisionService(risk, accept, policy, generator, Shield.from_yaml(artifacts["rules"]), env, serving,
                            ledger, cfg["versions"], calendar, categories, cfg.get("bundle_run_id"))
+
+
+def set_model_threads(model: Any, threads: int) -> Any:
+    """Give every XGBoost estimator inside ``model`` (a pipeline, a calibrated classifier) ``threads``
+    prediction threads (0: XGBoost's default, all cores). Predictions do not depend on it.
+
+    A served request scores a handful of rows: there XGBoost's OpenMP threads cost more than they
+    save, and on a small machine they spin against the server's own threads. So serving uses one.
+    """
+    from xgboost import XGBModel
+
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int = 0) -> None:
+        if id(obj) in seen or depth > 6:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, XGBModel):
+            obj.set_params(n_jobs=threads or None)
+            return
+        children = [step for _, step in getattr(obj, "steps", [])]
+        for name in ("estimator", "base_estimator", "calibrated_classifiers_", "estimators_"):
+            child = getattr(obj, name, None)
+            children += child if isinstance(child, list) else [child] if child is not None else []
+        for child in children:
+            visit(child, depth + 1)
+
+    visit(model)
+    return model
 
 
 class RetentionModel(mlflow.pyfunc.PythonModel):

@@ -169,7 +169,7 @@ class DecisionService:
                                 "so quiet hours and the send time are checked against it")
         self._maybe_prune(now)
         ids, request_ids = rows["customer_id"].tolist(), rows["request_id"].tolist()
-        recorded = self.ledger.replay(request_ids)
+        recorded, states, budget_total, budget_left = self.ledger.read(ids, request_ids, now)  # one round trip
         conflicts = {f"records[{i}].request_id": "already used for another customer; use a new id"
                      for i, rid in enumerate(request_ids) if rid in recorded and recorded[rid].customer_id != ids[i]}
         if conflicts:
@@ -177,7 +177,6 @@ class DecisionService:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnseenCategoryWarning)  # unknown categories are reported per record
             risk = self.risk.predict_proba(rows[list(RISK_FEATURES)])[:, 1]
-        states, budget_total, budget_left = self.ledger.states(ids, now)
         fatigue = np.array([states[c].fatigue_count for c in ids], dtype=float)
         dsc = np.array([states[c].days_since_contact for c in ids], dtype=float)
         accept = self._accept_probs(rows, fatigue)

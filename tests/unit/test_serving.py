@@ -496,3 +496,25 @@ def test_the_logs_fast_json_is_json_dumps():
     assert json_rows(mask) == [json.dumps(row.tolist()) for row in mask]
     for row, text in zip(values, json_rows(values), strict=True):
         assert json.loads(text) == row.tolist()
+
+
+def test_one_prediction_thread_gives_the_same_scores(tmp_path):
+    """Serving sets XGBoost to one prediction thread (serving.model_threads); the scores must not change,
+    for a plain pipeline and a calibrated classifier around it."""
+    import numpy as np
+    from sklearn.calibration import CalibratedClassifierCV
+    from xgboost import XGBClassifier
+
+    from retention.serving.model import set_model_threads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5))
+    y = (x[:, 0] + rng.normal(size=600) > 0).astype(int)
+    for model in (XGBClassifier(n_estimators=20, max_depth=3),
+                  CalibratedClassifierCV(XGBClassifier(n_estimators=20, max_depth=3), method="isotonic", cv=3)):
+        model.fit(x, y)
+        before = model.predict_proba(x)
+        set_model_threads(model, 1)
+        inner = model if isinstance(model, XGBClassifier) else model.calibrated_classifiers_[0].estimator
+        assert inner.get_params()["n_jobs"] == 1
+        np.testing.assert_array_equal(model.predict_proba(x), before)
