@@ -40,6 +40,7 @@ from retention.config import Config
 from retention.errors import MonitoringError
 
 DEFAULT_MODEL_URI = "models:/retention@champion"
+DEMO_TRACES = 20  # demo customers sent one request each, traced as served requests are
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,8 @@ def log_drift_inputs(reference, current, spec, window: str) -> None:
 def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
     """Decide the held-out Telco *test* customers through ``model_uri`` as dry runs (nothing is booked),
     into the configured ledger's inference log: a first window for the ``drift`` step of ``make run``."""
+    import dataclasses
+
     from retention.data.pipeline import load_split
     from retention.data.steps import processed_dir_of
     from retention.monitoring.window import send_traffic
@@ -269,4 +272,8 @@ def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
     service = service_from_uri(model_uri, with_generator=False,
                                serving_overrides={"ledger_url": ledger_url_of("none", cfg)})
     customers = load_split(processed_dir_of(data_run_id, cfg), "telco", "test")
-    return send_traffic(service, customers)
+    # the first customers one request each, as REST clients send them: their traces show what a served
+    # decision looks like in the Traces tab; the rest in batches, untraced (a demo, not traffic to audit)
+    shown = send_traffic(service, customers.head(DEMO_TRACES), chunk_size=1, seed=2)
+    service.serving = dataclasses.replace(service.serving, tracing=False)
+    return shown + send_traffic(service, customers.iloc[DEMO_TRACES:])
