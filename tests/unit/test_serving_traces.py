@@ -113,3 +113,24 @@ def test_the_shield_verdict_names_what_was_sent_for_each_message_source(tracking
     service._generate = lambda facts, texts: texts  # the time budget ran out before any text
     out = service.decide(req.assign(with_message=True))
     assert {s["verdict"] for s, m in zip(out["safety"], out["message"], strict=True) if m} == {"template_no_text"}
+
+
+def test_a_dead_tracking_store_cannot_fail_a_request(tmp_path, customers, monkeypatch):
+    """Traces are exported in MLflow's background queue: with the tracking server unreachable, the
+    decision still comes back whole and is booked; the export's failure is MLflow's log line, not ours."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    old = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens on the discard port
+    mlflow.tracing.enable()
+    try:
+        service = make_service(f"sqlite:///{tmp_path / 'ledger.db'}")
+        out = service.decide(customers.head(3).assign(request_id=["dead-1", "dead-2", "dead-3"]))
+        assert len(out) == 3 and all(isinstance(d["contact"], bool) for d in out["decision"])
+        booked = service.ledger.replay(["dead-1", "dead-2", "dead-3"])
+        assert set(booked) == {r for r, d in zip(out["request_id"], out["decision"], strict=True)
+                               if d["contact"] or r}
+    finally:
+        mlflow.set_tracking_uri(old)
