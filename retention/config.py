@@ -127,8 +127,12 @@ class GateConfig:
     ece_bins:
         Number of equal-width probability bins used for the expected calibration error.
     generator_min_pass_rate, generator_min_factual:
-        Message-generator gate on held-out prompts: shield pass rate before fallback and factual
-        accuracy. The factual threshold applies to SFT and PPO-text versions alike.
+        Message-generator gate on held-out prompts, judged on what the serving decoder writes
+        (:func:`retention.messaging.compose.write_messages`): shield pass rate before fallback and
+        factual accuracy. The factual threshold applies to SFT and PPO-text versions alike.
+    generator_min_pass_lower:
+        ... and the Clopper-Pearson 95 % lower bound of that pass rate (``messaging.eval_prompts``
+        = 400 makes 99 % measurable: 396 of 400 has a lower bound of 97.5 %).
     ppo_min_win_rate:
         A PPO-text version must win at least this share of held-out prompts against the SFT
         generator, as the *gold* reward model judges (ties count one half).
@@ -148,8 +152,9 @@ class GateConfig:
     accept_max_ece: float = 0.05
     tolerance: float = 0.01
     ece_bins: int = 10
-    generator_min_pass_rate: float = 0.95
+    generator_min_pass_rate: float = 0.99
     generator_min_factual: float = 0.98
+    generator_min_pass_lower: float = 0.975
     ppo_min_win_rate: float = 0.55
     ppo_min_win_lower: float = 0.5
     ppo_min_pass_rate: float = 0.99
@@ -387,7 +392,7 @@ class MessagingConfig:
     train_dtype: str = "auto"
     gradient_checkpointing: bool = False
     torch_threads: int = 0
-    eval_prompts: int = 60
+    eval_prompts: int = 400
     max_new_tokens: int = 72
     generation_batch_size: int = 16
     seed: int = 42
@@ -826,6 +831,7 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
             "gate.accept_max_ece": 0.15,
             # a tiny random model cannot write; its messages always fall back to templates
             "gate.generator_min_pass_rate": 0.0,
+            "gate.generator_min_pass_lower": 0.0,
             "gate.generator_min_factual": 0.0,
             "messaging.base_model": "tiny-random",
             "messaging.sft_examples": 48,

@@ -125,11 +125,20 @@ def promote_version(
     return verdict
 
 
-def gate_generator(metrics: dict[str, float], min_pass_rate: float, min_factual: float) -> Verdict:
-    """Message-generator gate on held-out raw generations (before any fallback)."""
+def gate_generator(metrics: dict[str, float], min_pass_rate: float, min_factual: float,
+                   min_pass_lower: float = 0.0) -> Verdict:
+    """Message-generator gate on held-out messages from the serving decoder (before any fallback).
+
+    ``min_pass_lower`` bounds the Clopper-Pearson 95 % lower end of the shield pass rate
+    (``shield_pass_rate_low``): a rate measured on too few prompts cannot pass.
+    """
     reasons = []
     if not metrics["shield_pass_rate"] >= min_pass_rate:
         reasons.append(f"shield pass rate {metrics['shield_pass_rate']:.3f} < required {min_pass_rate}")
+    low = metrics.get("shield_pass_rate_low", metrics["shield_pass_rate"])
+    if not low >= min_pass_lower:
+        reasons.append(f"the shield pass rate's 95 % lower bound {low:.3f} < required {min_pass_lower} "
+                       f"(n = {int(metrics.get('n', 0))})")
     if not metrics["factual_accuracy"] >= min_factual:
         reasons.append(f"factual accuracy {metrics['factual_accuracy']:.3f} < required {min_factual}")
     return Verdict(promote=not reasons, reasons=reasons)

@@ -45,14 +45,15 @@ def shared_prefix_ids(tokenized: Sequence[Sequence[int]]) -> list[int]:
 
 
 def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, batch_size: int,
-                   progress: bool = False, share_prefix: bool = True) -> list[str]:
+                   progress: bool = False, share_prefix: bool = True, banned: torch.Tensor | None = None) -> list[str]:
     """Greedy generation for each case, batched, left-padded, stopping at the end-of-turn token.
 
     With ``share_prefix``, the prompts' common leading tokens (the system prompt and the template's
     opening, about half of each prompt) go through the model once. Their key/value cache is
     copied into every batch, and each prompt's own tokens are left-padded *after* that prefix.
     Positions come from the attention mask, so this computes what the unshared prompts would.
-    Decoding is :func:`greedy_decode`, which drops each sequence from the batch when it ends.
+    Decoding is :func:`greedy_decode`, which drops each sequence from the batch when it ends;
+    ``banned`` (a boolean mask over the vocabulary) are tokens it may never choose.
     """
     from tqdm.auto import tqdm
     from transformers import DynamicCache
@@ -81,14 +82,14 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(own))
-        for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos):
+        for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos, banned):
             out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
 
 
 @torch.no_grad()
 def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int,
-                  eos: Sequence[int]) -> list[list[int]]:
+                  eos: Sequence[int], banned: torch.Tensor | None = None) -> list[list[int]]:
     """Greedy decoding that **drops each sequence from the batch when it ends**.
 
     ``ids`` are the (left-padded) tokens not yet in ``cache``; ``mask`` covers the cached prefix
@@ -96,6 +97,7 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     anything: its key/value cache rows are removed (``DynamicCache.batch_select_indices``), so a
     batch of short and long messages runs as fast as its remaining rows. Returns the new tokens of
     each row, without the end-of-turn token; the same tokens ``model.generate(do_sample=False)`` writes.
+    ``banned`` tokens (a boolean mask over the vocabulary) get a score of minus infinity: never chosen.
     """
     from transformers import DynamicCache
 
@@ -106,9 +108,16 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     alive = torch.arange(n, device=ids.device)
     out: list[list[int]] = [[] for _ in range(n)]
     step_ids, step_pos = ids, positions[:, -ids.shape[1]:]
+    block = None
     for _ in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits[:, -1, :]
+        if banned is not None:
+            if block is None:
+                block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                width = min(len(banned), logits.shape[-1])
+                block[:width] = banned[:width].to(logits.device)
+            logits = logits.masked_fill(block, float("-inf"))
         token = logits.argmax(dim=-1)
         done = torch.isin(token, stop)
         for row, tok, fin in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
@@ -155,8 +164,10 @@ class MessageReport:
 def evaluate_messages(generate: Generate, cases: Sequence[MessageFacts], shield: Shield | None = None,
                       label: str = "model") -> MessageReport:
     """Run ``generate`` on ``cases`` and score the raw generations (see module docstring)."""
+    from scipy.stats import binomtest
+
     shield = shield or default_shield()
-    texts = generate(cases)
+    texts = [t or "" for t in generate(cases)]  # "" (nothing usable written) fails the shield as empty
     rows = []
     for f, text in zip(cases, texts, strict=True):
         violations = shield.check(text, f.name, f.offer_pct)
@@ -168,6 +179,9 @@ def evaluate_messages(generate: Generate, cases: Sequence[MessageFacts], shield:
     lengths = samples["length"].to_numpy()
     metrics = {
         "shield_pass_rate": float(samples["shield_passed"].mean()),
+        # Clopper-Pearson: with 400 prompts, 99 % passing has a lower bound near 97.5 %
+        "shield_pass_rate_low": float(binomtest(int(samples["shield_passed"].sum()), len(samples))
+                                      .proportion_ci(0.95, "exact").low),
         "factual_accuracy": float(samples["factual"].mean()),
         "length_mean": float(lengths.mean()),
         "length_p10": float(np.percentile(lengths, 10)),

@@ -261,7 +261,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging import plots as msg_plots
-    from retention.messaging.evaluate import evaluate_messages, generate_batch
+    from retention.messaging.compose import write_messages
+    from retention.messaging.evaluate import evaluate_messages
     from retention.messaging.judge import judge, outcomes, win_rate
     from retention.messaging.model import log_generator
     from retention.messaging.ppo_text import kl_to_reference, train_ppo_text
@@ -303,8 +304,9 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         policy = result.model
         mlflow.log_metrics({"train/seconds": result.seconds, "train/final_beta": result.beta})
 
-        def greedy(facts):
-            return generate_batch(policy, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
+        def greedy(facts):  # the serving decoder: constrained personal part + approved copy ("" = none written)
+            return [t or "" for t in write_messages(policy, tok, facts, cfg.serving.max_new_tokens,
+                                                    m.generation_batch_size, progress)]
 
         ppo_report = evaluate_messages(greedy, cases, label="ppo_text")
         with policy.disable_adapter():
@@ -422,7 +424,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.data.pipeline import load_split
     from retention.messaging import plots as msg_plots
     from retention.messaging.base_model import load_base_model
-    from retention.messaging.evaluate import evaluate_messages, generate_batch
+    from retention.messaging.compose import write_messages
+    from retention.messaging.evaluate import evaluate_messages
     from retention.messaging.model import log_generator
     from retention.messaging.prompts import facts_from_record
     from retention.messaging.sft import train_sft
@@ -450,8 +453,9 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.set_tags(hardware.describe(m.train_dtype, "messaging.train_dtype",
                                           threads=hardware.resolve_threads(m.torch_threads)))
 
-        def gen_with(mdl):
-            return lambda facts: generate_batch(mdl, tok, facts, m.max_new_tokens, m.generation_batch_size, progress)
+        def gen_with(mdl):  # the serving decoder, as the gate must judge what customers would get
+            return lambda facts: [t or "" for t in write_messages(mdl, tok, facts, cfg.serving.max_new_tokens,
+                                                                  m.generation_batch_size, progress)]
 
         base_report = evaluate_messages(gen_with(model), cases, label="base")
 
@@ -480,7 +484,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.set_tag("registered_model", f"message-generator/{info.registered_model_version}")
         from retention.registry import gate_generator
 
-        verdict = gate_generator(sft_report.metrics, cfg.gate.generator_min_pass_rate, cfg.gate.generator_min_factual)
+        verdict = gate_generator(sft_report.metrics, cfg.gate.generator_min_pass_rate, cfg.gate.generator_min_factual,
+                                 cfg.gate.generator_min_pass_lower)
         client = MlflowClient()
         version = info.registered_model_version
         client.set_registered_model_alias(GENERATOR, verdict.alias, version)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from retention.config import EnvConfig, ServingConfig
-from retention.messaging.evaluate import generate_batch
+from retention.messaging.compose import write_messages
 from retention.messaging.prompts import facts_from_record
 from retention.messaging.shield import Shield
 from retention.offers import OFFER_PERCENT
@@ -57,7 +57,7 @@ NO_CHAMPION_GENERATOR = "none (no champion: approved templates only)"
 GENERATED_PASSED = "generated_passed"  # the generated text passed the shield and is sent
 GENERATED_BLOCKED = "generated_blocked"  # the generated text broke a rule: the approved template is sent
 TEMPLATE_BY_DESIGN = "template_by_design"  # no generator in this bundle (or service): the template is sent
-TEMPLATE_NO_TEXT = "template_no_text"  # the generator timed out or failed: the template is sent
+TEMPLATE_NO_TEXT = "template_no_text"  # no usable generated text (timeout, fault, no personal part): template
 
 
 @dataclass
@@ -317,8 +317,8 @@ class DecisionService:
                 if time.perf_counter() - start > self.serving.generation_time_budget_s:
                     break
                 try:
-                    texts[lo:lo + g.batch_size] = generate_batch(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
-                                                                 g.max_new_tokens, g.batch_size)
+                    texts[lo:lo + g.batch_size] = write_messages(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
+                                                                 g.max_new_tokens, g.batch_size, shield=self.shield)
                 except Exception:  # the template covers it: a generator fault never fails a decision
                     log.exception("message generation failed; the approved template is sent instead")
                     break
@@ -337,8 +337,10 @@ class DecisionService:
                                          "approved template used: this service was loaded without its "
                                          "message-generator", TEMPLATE_BY_DESIGN)
         else:
-            missing, warning, no_text = ("no generated text (time budget spent or generator fault)",
-                                         "message generation timed out or failed: template used", TEMPLATE_NO_TEXT)
+            missing, warning, no_text = ("no generated text (time budget spent, generator fault, or no usable "
+                                         "personal part written)",
+                                         "message generation timed out or failed, or wrote no usable personal "
+                                         "part: template used", TEMPLATE_NO_TEXT)
         for (_, r), rec, f, text in zip(writes, records, facts, texts, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=rec["local_time"], timezone=rec["timezone"],
                                          missing=missing)

@@ -368,13 +368,14 @@ def test_a_generator_fault_falls_back_to_the_template(ledger, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(service_module, "generate_batch", boom)
+    monkeypatch.setattr(service_module, "write_messages", boom)
     cfg = load_config("smoke")
     service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), _BrokenGenerator(),
                               default_shield(), cfg.env, cfg.serving, ledger, {"churn-risk": "1"}, TEST_CALENDAR)
     row = service.decide(pd.DataFrame([CUSTOMER]), now=NOW).iloc[0]
     assert row["decision"]["contact"] and row["message_source"] == "template"
-    assert "message generation timed out or failed: template used" in row["metadata"]["warnings"]
+    assert ("message generation timed out or failed, or wrote no usable personal part: template used"
+            in row["metadata"]["warnings"])
     assert not any("no champion" in w for w in row["metadata"]["warnings"])
     assert ledger.summary()["contacts"] == 1
 
@@ -455,14 +456,14 @@ def test_the_shield_verdict_states_what_was_sent(ledger, monkeypatch, case):
     cfg = load_config("smoke")
     shield = default_shield()
 
-    def write(model, tokenizer, facts, max_new_tokens, batch_size):
+    def write(model, tokenizer, facts, max_new_tokens, batch_size, shield=None):  # stands in for the LLM only
         if case == "no_text":
             raise RuntimeError("out of memory")
         if case == "passed":  # a text that keeps every rule: the approved wording, as a generator might write it
             return [shield.template(f.name, f.offer_pct) for f in facts]
         return ["Act now!!! You won a FREE phone, call 0800 123 456 before midnight" for _ in facts]
 
-    monkeypatch.setattr(service_module, "generate_batch", write)
+    monkeypatch.setattr(service_module, "write_messages", write)
     generator = None if case == "by_design" else _BrokenGenerator()
     service = DecisionService(FixedProba(0.6), FixedProba(0.3), GreedyExpectedValue(cfg.env), generator, shield,
                               cfg.env, cfg.serving, ledger, {"churn-risk": "1"}, TEST_CALENDAR)
