@@ -46,7 +46,12 @@ def main(cfg: Config, params: dict[str, Any], reuse: bool = True) -> str:
         # a first monitoring window: held-out customers decided through the bundle (dry runs), then drift
         bundled = f"runs:/{bundle_run}/retention"
         sent = demo_traffic(cfg, data_run, bundled)
-        print(f"[main] demo traffic: {sent} held-out customers decided through the bundle (dry run, nothing booked)")
+        generated = sent.get("messages_generator", 0)
+        print(f"[main] demo traffic: {sent['decisions']} held-out customers decided through the bundle (dry run, "
+              f"nothing booked); {sent['contacts']} contacts, messages by source: "
+              f"{ {k.removeprefix('messages_'): v for k, v in sent.items() if k.startswith('messages_')} }; "
+              f"generator share {generated / max(sent['contacts'], 1):.1%}")
+        mlflow.log_metrics({f"demo/{k}": float(v) for k, v in sent.items()})
         child = run_step("drift", {"profile": profile, "window": "24h", "ledger_url": pinned_ledger_url(cfg),
                                    "model_uri": bundled, "fail_on_drift": "false"}, reuse=False, experiment_id=exp_id)
         mlflow.set_tag("step.drift.run_id", child.info.run_id)

@@ -259,21 +259,40 @@ def log_drift_inputs(reference, current, spec, window: str) -> None:
             mlflow.log_input(mlflow.data.from_pandas(frame[columns], name=name), context=context)
 
 
-def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> int:
+def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> dict[str, int]:
     """Decide the held-out Telco *test* customers through ``model_uri`` as dry runs (nothing is booked),
-    into the configured ledger's inference log: a first window for the ``drift`` step of ``make run``."""
+    with messages, into the configured ledger's inference log: a first window for the ``drift`` step
+    of ``make run``. Returns the number of decisions, of contacts, and of messages per source."""
     import dataclasses
+    from collections import Counter
+    from datetime import UTC, datetime
 
     from retention.data.pipeline import load_split
     from retention.data.steps import processed_dir_of
-    from retention.monitoring.window import send_traffic
+    from retention.monitoring.window import as_requests
     from retention.serving.model import service_from_uri
 
-    service = service_from_uri(model_uri, with_generator=False,
-                               serving_overrides={"ledger_url": ledger_url_of("none", cfg)})
+    service = service_from_uri(model_uri, serving_overrides={"ledger_url": ledger_url_of("none", cfg)})
     customers = load_split(processed_dir_of(data_run_id, cfg), "telco", "test")
+    customers = customers.assign(name=[name_for_demo(c) for c in customers["customerID"]])
+    now = datetime.now(UTC)
+    requests = as_requests(customers, now, seed=1).assign(with_message=True)
+    outs = []
     # the first customers one request each, as REST clients send them: their traces show what a served
-    # decision looks like in the Traces tab; the rest in batches, untraced (a demo, not traffic to audit)
-    shown = send_traffic(service, customers.head(DEMO_TRACES), chunk_size=1, seed=2)
+    # decision looks like in the Traces tab; the rest in batches of the generator's size, untraced
+    for i in range(min(DEMO_TRACES, len(requests))):
+        outs.append(service.decide(requests.iloc[[i]].reset_index(drop=True), now=now))
     service.serving = dataclasses.replace(service.serving, tracing=False)
-    return shown + send_traffic(service, customers.iloc[DEMO_TRACES:])
+    step = max(1, service.serving.generation_batch_size)
+    for lo in range(DEMO_TRACES, len(requests), step):
+        outs.append(service.decide(requests.iloc[lo:lo + step].reset_index(drop=True), now=now))
+    sources = Counter(str(s) for out in outs for s in out["message_source"] if s)
+    contacts = sum(bool(d["contact"]) for out in outs for d in out["decision"])
+    return {"decisions": len(requests), "contacts": contacts, **{f"messages_{k}": v for k, v in sources.items()}}
+
+
+def name_for_demo(customer_id: str) -> str:
+    """The demo's first names (Telco has none): the SFT corpus's stable hash of the id."""
+    from retention.messaging.sft_data import name_for
+
+    return name_for(customer_id)
