@@ -196,7 +196,11 @@ def set_model_threads(model: Any, threads: int) -> Any:
             return
         seen.add(id(obj))
         if isinstance(obj, XGBModel):
-            obj.set_params(n_jobs=threads or None)
+            # not set_params: it re-sends every parameter to the booster, and a fitted model's
+            # feature-named monotone constraints are refused there
+            obj.n_jobs = threads or None
+            if hasattr(obj, "_Booster"):
+                obj.get_booster().set_param({"nthread": threads})
             return
         children = [step for _, step in getattr(obj, "steps", [])]
         for name in ("estimator", "base_estimator", "calibrated_classifiers_", "estimators_"):

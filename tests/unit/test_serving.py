@@ -503,19 +503,22 @@ def test_one_prediction_thread_gives_the_same_scores(tmp_path):
     """Serving sets XGBoost to one prediction thread (serving.model_threads); the scores must not change,
     for a plain pipeline and a calibrated classifier around it."""
     import numpy as np
+    import pandas as pd
     from sklearn.calibration import CalibratedClassifierCV
     from xgboost import XGBClassifier
 
     from retention.serving.model import set_model_threads
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(600, 5))
-    y = (x[:, 0] + rng.normal(size=600) > 0).astype(int)
-    for model in (XGBClassifier(n_estimators=20, max_depth=3),
-                  CalibratedClassifierCV(XGBClassifier(n_estimators=20, max_depth=3), method="isotonic", cv=3)):
+    x = pd.DataFrame(rng.normal(size=(600, 5)), columns=[f"f{i}" for i in range(5)])
+    y = (x["f0"] + rng.normal(size=600) > 0).astype(int)
+    monotone = {"f0": 1}  # feature-named constraints, as the acceptance model has (offer_level)
+    for model in (XGBClassifier(n_estimators=20, max_depth=3, monotone_constraints=monotone),
+                  CalibratedClassifierCV(XGBClassifier(n_estimators=20, max_depth=3, monotone_constraints=monotone),
+                                         method="isotonic", cv=3)):
         model.fit(x, y)
         before = model.predict_proba(x)
         set_model_threads(model, 1)
         inner = model if isinstance(model, XGBClassifier) else model.calibrated_classifiers_[0].estimator
-        assert inner.get_params()["n_jobs"] == 1
+        assert inner.n_jobs == 1
         np.testing.assert_array_equal(model.predict_proba(x), before)
