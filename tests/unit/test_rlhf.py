@@ -442,3 +442,43 @@ def test_ppo_text_runs_under_bf16_autocast_with_float32_heads(one_thread):
     result = train_ppo_text(model, tok, lambda _f, texts: [float(len(t)) for t in texts], facts, cfg, progress=False,
                             bf16=True)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["explained_variance"])
+
+
+def test_a_human_label_from_the_review_sheet_moves_the_proxy(tmp_path, one_thread):
+    """The same proxy training with and without a reviewer's labels: the labelled preference gains margin."""
+    from retention.messaging.preferences import reward_prompt
+    from retention.messaging.review import make_sheet, read_labels, write_review
+    from retention.messaging.reward_model import reward_backbone, score, train_reward_model
+    from retention.messaging.sft import training_settings
+
+    facts = [facts_for(r, 10) for r in _customers(8).to_dict("records")]
+    liked = [f"Hi {f.name}, thank you for staying with us all this time." for f in facts]
+    disliked = [f"Hello {f.name}. We value our customers greatly and hope you agree." for f in facts]
+    pairs = pd.DataFrame({"name": [f.name for f in facts], "tenure_months": [f.tenure_months for f in facts],
+                          "plan": [f.plan for f in facts], "monthly_charges": [f.monthly_charges for f in facts],
+                          "offer_pct": 10, "message_a": liked, "message_b": disliked})
+    sheet, key = make_sheet(pairs, "ppo_text", "sft", seed=0)
+    paths = write_review(sheet, key, tmp_path / "review")
+    labelled = pd.read_csv(paths["csv"], keep_default_na=False)
+    k = key.set_index("review_id")
+    labelled["preferred"] = [("1" if k.loc[rid, "model_1"] == "ppo_text" else "2") for rid in labelled["review_id"]]
+    labelled.to_csv(tmp_path / "labels.csv", index=False)
+    human = read_labels(tmp_path / "labels.csv")
+
+    cfg = _reward_cfg(domain_pairs=24, hh_pairs=4, oasst_pairs=0, eval_hh_pairs=0, per_device_train_batch_size=4,
+                      learning_rate=5e-3, max_length=256)
+    settings = training_settings(load_config("smoke", {"messaging.train_dtype": "float32",
+                                                       "messaging.torch_threads": 1}).messaging)
+    prompts = [reward_prompt(f) for f in facts]
+
+    def margin(extra) -> float:
+        sets = build_preference_sets(_customers(), _hh(8, "t"), _oasst(2), _hh(2, "e"), cfg, extra=extra)
+        torch.manual_seed(0)
+        model, tok = reward_backbone("tiny-random")
+        result = train_reward_model(model, tok, sets.proxy, cfg, settings, max_steps=12, progress=False)
+        return float(np.mean(np.subtract(score(result.model, tok, prompts, liked),
+                                         score(result.model, tok, prompts, disliked))))
+
+    without, with_labels = margin(None), margin(human)
+    reversed_labels = margin(human.rename(columns={"chosen": "rejected", "rejected": "chosen"}))
+    assert with_labels > without + 0.05 and reversed_labels < without, (without, with_labels, reversed_labels)
