@@ -578,7 +578,7 @@ class PPOTextConfig:
     shield_penalty: float = -3.0
     use_shield: bool = True
     prompts: int = 80
-    eval_prompts: int = 40
+    eval_prompts: int = 400
     bootstrap_resamples: int = 2000
     seed: int = 42
 

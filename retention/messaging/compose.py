@@ -37,14 +37,18 @@ PERSONAL_MAX_TOKENS = 32  # a greeting and two short sentences; the decoder stop
 FORBIDDEN_CHARS = set("%$€£¥@#/\\:<>{}[]|_=*~^`+&")
 # a sentence with one of these is the model starting on the offer or a call to action: cut there
 OFFER_CUE = re.compile(r"\b(?:off|discount\w*|offer\w*|reply|text|stop|yes|bill\w*|months?|save\w*|deal\w*|"
-                       r"price\w*|free|claim|accept\w*|unsubscrib\w*|opt)\b", re.IGNORECASE)
+                       r"price\w*|free|claim|accept\w*|unsubscrib\w*|opt|years?|yearly|weeks?|weekly)\b",
+                       re.IGNORECASE)
+# a sentence opening like this is the model starting on the offer ("Here's 15% off ...", "Enjoy ...")
+OFFER_START = re.compile(r"^\W*(?:here'?s|here is|enjoy|get|take|as a thank|we'?d like to give|we'?re giving|"
+                         r"we have|we've got)\b", re.IGNORECASE)
 SENTENCE = re.compile(r"[^.!?]+[.!?]")
 GREETING = re.compile(r"^\s*((?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[^,!.?\n]{0,32})[,!]",
                       re.IGNORECASE)
 # whole words the decoder may not write either: the offer and its call to action are approved copy
 CUE_WORDS = ("off", "discount", "discounts", "offer", "offers", "reply", "text", "stop", "yes", "bill", "bills",
              "month", "months", "save", "saving", "savings", "deal", "deals", "price", "prices", "free", "claim",
-             "accept", "unsubscribe", "opt", "percent")
+             "accept", "unsubscribe", "opt", "percent", "year", "years", "yearly", "week", "weeks", "weekly")
 
 
 def approved_copy(offer_pct: int, shield: Shield | None = None) -> str:
@@ -53,22 +57,29 @@ def approved_copy(offer_pct: int, shield: Shield | None = None) -> str:
     return rules["offer"].format(pct=int(offer_pct)) if offer_pct > 0 else rules["no_offer"]
 
 
-def personal_part(text: str | None, name: str = "") -> str | None:
+def personal_part(text: str | None, name: str = "", offer_pct: int = 0, shield: Shield | None = None) -> str | None:
     """The greeting and personal sentences of a generated text, before any offer-like sentence.
 
-    Keeps leading sentences (at most two, at most ``MAX_PERSONAL_CHARS``) that contain no digit, no
-    forbidden character and no offer or call-to-action cue. When the customer has a usable ``name``
-    and the kept sentences do not use it, the approved greeting ``Hi {name}!`` goes first (the shield
-    requires the exact name). Returns None when nothing is left.
+    Keeps leading sentences (at most two, at most ``MAX_PERSONAL_CHARS``) while each contains no
+    digit, no forbidden character, no offer or call-to-action cue and no offer-like opening, and
+    **the shield passes the message composed so far** (:func:`compose` with the decision's
+    ``offer_pct``): a sentence the shield would block (a quantity in words, a promise ...) ends the
+    personal part instead of sending the whole message to the template. When the customer has a
+    usable ``name`` and the kept sentences do not use it, the approved greeting ``Hi {name}!`` goes
+    first (the shield requires the exact name). Returns None when nothing is left.
     """
     if not text:
         return None
+    shield = shield or default_shield()
+    copy = approved_copy(offer_pct, shield)
     clean = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
     kept: list[str] = []
     for m in SENTENCE.finditer(clean):
         sentence = m.group(0).strip()
-        if (any(ch.isdigit() or ch in FORBIDDEN_CHARS for ch in sentence) or OFFER_CUE.search(sentence)
-                or len(" ".join([*kept, sentence])) > MAX_PERSONAL_CHARS):
+        if (any(_numeric(ch) or ch in FORBIDDEN_CHARS for ch in sentence) or OFFER_CUE.search(sentence)
+                or OFFER_START.search(sentence) or len(" ".join([*kept, sentence])) > MAX_PERSONAL_CHARS):
+            break
+        if shield.check(f"{_with_name([*kept, sentence], name)} {copy}", name, offer_pct):
             break
         kept.append(sentence)
         if len(kept) == MAX_PERSONAL_SENTENCES:
@@ -76,13 +87,23 @@ def personal_part(text: str | None, name: str = "") -> str | None:
     if not kept and (greeting := GREETING.match(clean)):  # the greeting alone, when no sentence is usable
         kept = [greeting.group(1).strip() + "!"]
     while kept:
-        personal = " ".join(kept)
-        if name and not re.search(rf"(?<![\w'-]){re.escape(name)}(?![\w-])", personal):
-            personal = f"Hi {name}! {personal}"
+        personal = _with_name(kept, name)
         if len(personal) <= MAX_PERSONAL_CHARS and re.search(r"[^\W\d_]{2}", " ".join(kept)):
             return personal
         kept.pop()
     return None
+
+
+def _numeric(ch: str) -> bool:
+    """A digit, fraction, Roman numeral or other number character of any script (Unicode category N*)."""
+    return unicodedata.category(ch).startswith("N")
+
+
+def _with_name(sentences: Sequence[str], name: str) -> str:
+    personal = " ".join(sentences)
+    if name and not re.search(rf"(?<![\w'-]){re.escape(name)}(?![\w-])", personal):
+        personal = f"Hi {name}! {personal}"
+    return personal
 
 
 def compose(personal: str, facts: MessageFacts, shield: Shield | None = None) -> str:
@@ -93,9 +114,11 @@ def compose(personal: str, facts: MessageFacts, shield: Shield | None = None) ->
 def forbidden_tokens(tokenizer, shield: Shield | None = None):
     """A boolean mask over the vocabulary: True for tokens the personal part may not contain.
 
-    A token is forbidden when its text holds a digit (any script), a character of
+    A token is forbidden when its text holds a number character (any script: digits, ``½``, ``Ⅻ``), a character of
     ``FORBIDDEN_CHARS``, ``http`` or ``www``, or when its letters are a one-word entry of the
-    shield's lexicons (``free``, ``guaranteed``, ``urgent`` ...). Cached per tokenizer and shield.
+    shield's lexicons (``free``, ``guaranteed``, ``urgent`` ...) or of its number words (``five``,
+    ``dozen`` ...), or one of ``CUE_WORDS`` (the offer's and call to action's words, and durations).
+    Cached per tokenizer and shield.
     """
     shield = shield or default_shield()
     key = (id(tokenizer), id(shield))
@@ -112,18 +135,24 @@ _MASKS: dict[tuple[int, int], object] = {}
 def _mask(tokenizer, shield: Shield):
     import torch
 
-    words = {w.rstrip("*").lower() for group in shield.rules["lexicons"].values() for w in group
+    groups = shield.rules["lexicons"].values()
+    words = {w.rstrip("*").lower() for group in groups for w in group
              if isinstance(w, str) and " " not in w.strip() and len(w.rstrip("*")) >= 3}
-    prefixes = tuple(w.rstrip("*").lower() for group in shield.rules["lexicons"].values() for w in group
+    prefixes = tuple(w.rstrip("*").lower() for group in groups for w in group
                      if isinstance(w, str) and w.endswith("*") and " " not in w and len(w) >= 5)
+    # quantities in words, as whole words only (a word-initial token: "ten", not the "ten" of "listen")
+    numbers = {w.lower() for w in shield.rules["number_words"] if " " not in w.strip() and not w.endswith("*")}
+    number_prefixes = tuple(w.rstrip("*").lower() for w in shield.rules["number_words"] if w.endswith("*"))
     size = len(tokenizer)
     mask = torch.zeros(size, dtype=torch.bool)
     for token_id in range(size):
         text = tokenizer.decode([token_id])
         low = text.strip().lower()
         letters = re.sub(r"[^a-z]", "", low)
-        if (any(ch.isdigit() or ch in FORBIDDEN_CHARS or unicodedata.category(ch).startswith("S") for ch in text)
+        if (any(_numeric(ch) or ch in FORBIDDEN_CHARS or unicodedata.category(ch).startswith("S") for ch in text)
                 or "http" in low or "www" in low
+                or (letters and text[:1].isspace() and letters == low.strip()
+                    and (letters in numbers or letters.startswith(number_prefixes)))
                 or (letters and (letters in words or letters == low and letters in CUE_WORDS
                                  or (len(letters) >= 4 and letters.startswith(prefixes))))):
             mask[token_id] = True
@@ -148,6 +177,6 @@ def write_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
                          banned=forbidden_tokens(tokenizer, shield))
     out: list[str | None] = []
     for f, text in zip(facts, raw, strict=True):
-        personal = personal_part(text, f.name)
+        personal = personal_part(text, f.name, f.offer_pct, shield)
         out.append(compose(personal, f, shield) if personal else None)
     return out

@@ -117,3 +117,52 @@ def test_the_gates_and_serving_share_one_decoder(tiny, monkeypatch):
     assert len(out) == 3 and all(t is None or t.endswith(approved_copy(5)) for t in out)
     raw = generate_batch(model, tok, facts, 8, 3, banned=forbidden_tokens(tok))
     assert len(raw) == 3
+
+
+# what the SFT generator wrote on a fresh make run (cpu profile, 8adf20a) that the shield then blocked:
+# quantities in words, and the offer started in words after its digits were masked
+RUN_FAILURES = [
+    ("Isabella", 15, "Hi Isabella, We're glad you came to us. If you'd like, we can get you iertenously for a year. "
+                     "Here's"),
+    ("Leila", 15, "Hello Leila! Enjoy ercreating for a year of your plan. Here's"),
+    ("Kofi", 10, "Kofi, thanks for your long loyalty. Here's ible for a whole year. Here's"),
+    ("Amara", 10, "Hi Amara, Enjoy all your seven-year plan! Here's"),
+    ("Julia", 5, "Hi Julia, Enjoy five years of our service! Here's"),
+    ("Tariq", 5, "Hi Tariq, Enjoy Yours in Netflix plan for Three years. Here's"),
+    ("Maria", 0, "Hi Maria! Thanks for staying with us a dozen seasons. We love having you."),
+    ("Oscar", 10, "Hey Oscar! We're glad to have you. Get ¼ of the package for ½ of the next ¾. Reply YES"),
+]
+
+
+@pytest.mark.parametrize(("name", "pct", "raw"), RUN_FAILURES)
+def test_a_sentence_the_shield_would_block_ends_the_personal_part(name, pct, raw):
+    """The message goes out with the sentences before the bad one, not as a template."""
+    personal = personal_part(raw, name, pct)
+    assert personal is not None and name in personal
+    text = compose(personal, MessageFacts(name, 40, "x", 50.0, pct))
+    assert S.check(text, name, pct) == [], text
+    assert not re.search(r"year|five|seven|three|dozen|here's|enjoy", personal, re.IGNORECASE), personal
+
+
+class _Vocabulary:
+    """A tokenizer's vocabulary interface (length, decode, special ids) over a given token list."""
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+        self.all_special_ids = [0]
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def decode(self, ids):
+        return "".join(self.tokens[i] for i in ids)
+
+
+def test_number_characters_and_quantity_words_are_masked_as_whole_words_only():
+    banned = [" five", "¼", "Ⅻ", "٣", " Twelve", " year", " years", " dozen", " dozens", " hundred", " weeks", " off",
+              " Reply"]
+    allowed = [" listen", "ten", " tenure", " often", " thanks", " loyal", " glad", " Maria", "five"]
+    vocab = _Vocabulary(["<|im_end|>", *banned, *allowed])
+    mask = forbidden_tokens(vocab)
+    assert not mask[0]  # end-of-turn stays possible
+    assert [vocab.tokens[i] for i in mask.nonzero().flatten().tolist()] == banned
