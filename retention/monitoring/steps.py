@@ -278,8 +278,10 @@ def demo_traffic(cfg: Config, data_run_id: str, model_uri: str) -> dict[str, int
     now = datetime.now(UTC)
     requests = as_requests(customers, now, seed=1).assign(with_message=True)
     outs = []
-    # the first customers one request each, as REST clients send them: their traces show what a served
-    # decision looks like in the Traces tab; the rest in batches of the generator's size, untraced
+    # the first customers one request each, as REST clients send them, every one traced (whatever
+    # serving.trace_sampling says): their traces show what a served decision looks like in the Traces
+    # tab; the rest in batches of the generator's size, untraced
+    service.serving = dataclasses.replace(service.serving, tracing=True, trace_sampling=1.0)
     for i in range(min(DEMO_TRACES, len(requests))):
         outs.append(service.decide(requests.iloc[[i]].reset_index(drop=True), now=now))
     service.serving = dataclasses.replace(service.serving, tracing=False)

@@ -84,7 +84,7 @@ def test_the_composite_declares_its_outputs_and_traces_a_decision(bundle, tmp_pa
         signature = Model.load(local).signature
         assert {"customer_id", "decision", "safety", "metadata"} <= set(signature.outputs.input_names())
         assert {"customer_id", "Contract", "payment_method"} <= set(signature.inputs.input_names())
-        model = mlflow.pyfunc.load_model(MODEL_URI)
+        model = mlflow.pyfunc.load_model(MODEL_URI, model_config={"trace_sampling": 1.0})  # default: a tenth
         exp_id = MlflowClient().get_experiment_by_name("serve-test").experiment_id
         before = len(mlflow.search_traces(locations=[exp_id], return_type="list"))
         record = {"customer_id": "trace-1", "name": "Ana", "tenure": 2, "MonthlyCharges": 90.0,

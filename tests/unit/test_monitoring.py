@@ -8,6 +8,7 @@ validation and inference log. Customers are real Telco rows from the mirror: a 5
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, date, datetime, timedelta
 
@@ -372,6 +373,7 @@ def test_the_drift_step_logs_reports_and_keeps_no_identifiers(tracking, telco, r
 
     url = f"sqlite:///{tracking / 'ledger.db'}"
     service = make_service(url)
+    service.serving = dataclasses.replace(service.serving, trace_sampling=1.0)  # this request is traced
     now = datetime.now(UTC)
     traffic = SHIFTS["MonthlyCharges"](requests(telco[1].head(250), seed=3, with_message=True)).assign(
         name=[NAMES[i % 3] for i in range(250)], request_id=[f"req-{i}" for i in range(250)], dry_run=False)

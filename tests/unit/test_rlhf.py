@@ -482,3 +482,24 @@ def test_a_human_label_from_the_review_sheet_moves_the_proxy(tmp_path, one_threa
     without, with_labels = margin(None), margin(human)
     reversed_labels = margin(human.rename(columns={"chosen": "rejected", "rejected": "chosen"}))
     assert with_labels > without + 0.05 and reversed_labels < without, (without, with_labels, reversed_labels)
+
+
+def test_the_reward_model_prefers_the_warm_specific_message_on_held_out_customers(one_thread):
+    """Trained on warm-vs-generic pairs of some customers, it ranks other customers' pairs the same way."""
+    from retention.messaging.reward_model import pairwise_accuracy, reward_backbone, train_reward_model
+    from retention.messaging.sft import training_settings
+
+    customers = _customers(160)
+    train = domain_pairs(customers.iloc[:100], 64, ["generic", "off_topic"], seed=0)
+    held_out = domain_pairs(customers.iloc[100:], 40, ["generic"], seed=1)
+    assert not set(train["customerID"]) & set(held_out["customerID"])
+    cfg = _reward_cfg(per_device_train_batch_size=8, learning_rate=5e-3, max_length=256)
+    settings = training_settings(load_config("smoke", {"messaging.train_dtype": "float32",
+                                                       "messaging.torch_threads": 1}).messaging)
+    torch.manual_seed(0)
+    model, tok = reward_backbone("tiny-random")
+    _, before = pairwise_accuracy(model, tok, held_out, max_length=256)
+    result = train_reward_model(model, tok, train, cfg, settings, max_steps=16, progress=False)
+    _, after = pairwise_accuracy(result.model, tok, held_out, max_length=256)
+    assert after["pairs_scored"] == len(held_out)
+    assert after["accuracy"] >= 0.9 and after["accuracy"] > before["accuracy"], (before, after)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from retention.serving import inference_log
-from tests.unit.test_monitoring import make_service
+from tests.unit.test_monitoring import make_service as _make_service
 
 
 @pytest.fixture
@@ -21,6 +21,13 @@ def customers() -> pd.DataFrame:
     df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce").fillna(0.0)
     return df.rename(columns={"customerID": "customer_id"}).drop(columns=["Churn"]).assign(
         name="Zoë O'Brien", with_message=True, dry_run=False)
+
+
+def make_service(url: str):
+    """The stand-in service with every request traced (the shipped default samples a share)."""
+    service = _make_service(url)
+    service.serving = dataclasses.replace(service.serving, tracing=True, trace_sampling=1.0)
+    return service
 
 
 def _traces():
