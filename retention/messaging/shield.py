@@ -99,7 +99,9 @@ def normalise(text: str) -> str:
     text = _ascii_digits(unicodedata.normalize("NFKC", text))
     text = strip_invisible(text)
     text = text.translate(CONFUSABLES)
-    return re.sub(r"\s+", " ", text).strip().lower()
+    # "İ" (Turkish dotted capital I) is the one letter whose lower case adds a combining mark ("i" + U+0307),
+    # which no \w pattern matches: fold it to "i" so a name such as "İlkay" is found in its own greeting
+    return re.sub(r"\s+", " ", text).strip().replace("\u0130", "I").lower()
 
 
 def _scripts(word: str) -> set[str]:

@@ -177,6 +177,20 @@ def test_names_with_typographic_punctuation_and_three_parts_are_greeted_and_sent
         assert usable_name(sentence) == "", sentence
 
 
+def test_every_latin_letter_a_name_can_start_with_is_greeted_by_its_template():
+    """A usable name is always found in its own named template (İ once lost its name to a combining dot)."""
+    lost = []
+    for code in [*range(0xC0, 0x250), *range(0x1E00, 0x1F00)]:
+        name = chr(code) + "la"
+        if usable_name(name) != name:
+            continue
+        for pct in (0, 15):
+            text = S.template(name, pct)
+            if name not in text or S.check(text, name, pct):
+                lost.append(name)
+    assert not lost, lost
+
+
 def test_a_template_that_fails_its_own_rules_is_refused_at_load():
     broken = {**S.rules, "templates": {**S.rules["templates"], "offer": "Hi {name}, {pct}% off!"}}
     with pytest.raises(ValueError, match="template fails the shield"):
