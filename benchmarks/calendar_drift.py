@@ -93,8 +93,8 @@ def main() -> None:
         offer.index = res["customer_id"]
         changed = float((offer != first.reindex(offer.index)).mean()) if first is not None else 0.0
         first = offer if first is None else first
-        drift = subprocess.run([str(Path(sys.executable).parent / "retention"), "drift", "--window", "all",
-                                "--ledger-url", f"sqlite:///{ledger}", "--no-progress"],
+        drift = subprocess.run([str(Path(sys.executable).parent / "retention"), "--no-progress", "drift", "--window",
+                                "all", "--ledger-url", f"sqlite:///{ledger}"],
                                env=env, capture_output=True, text=True)
         latest = mlflow.search_runs(filter_string="tags.`drift.detected` != ''", order_by=["start_time DESC"],
                                     max_results=1)
