@@ -18,12 +18,10 @@ an alarm", measured end to end through the documented interface.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -56,14 +54,6 @@ def requests_for(customers: pd.DataFrame, day: datetime, seed: int = 0) -> list[
     return req.assign(local_time=times, dry_run=True, with_message=False).to_dict("records")
 
 
-def post(server: Server, records: list[dict]) -> list[dict]:
-    body = json.dumps({"dataframe_records": records}, default=str).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/invocations", data=body,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310
-        return json.loads(resp.read())["predictions"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dates", default="2026-11-30,2026-12-01,2027-01-15,2027-07-01")
@@ -84,7 +74,12 @@ def main() -> None:
         server = Server(args.model, {**env, "RETENTION_LEDGER_URL": f"sqlite:///{ledger}"})
         try:
             reqs = requests_for(customers, day)
-            out = [p for lo in range(0, len(reqs), 50) for p in post(server, reqs[lo:lo + 50])]
+            out = []
+            for lo in range(0, len(reqs), 50):
+                status, body = server.post(reqs[lo:lo + 50])
+                if status != 200:
+                    raise SystemExit(f"calendar_drift: HTTP {status} for records {lo}..: {body}")
+                out += body["predictions"]
         finally:
             server.stop()
         res = pd.DataFrame(out)

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -82,14 +83,26 @@ class Server:
                 time.sleep(1)
         raise RuntimeError(f"server for {model_uri} did not start")
 
+    def request(self, records: list[dict]) -> urllib.request.Request:
+        body = json.dumps({"dataframe_records": records}, default=str).encode()
+        return urllib.request.Request(f"http://127.0.0.1:{self.port}/invocations", data=body,
+                                      headers={"Content-Type": "application/json"})
+
     def call(self, record: dict) -> float:
-        body = json.dumps({"dataframe_records": [record]}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+        """Milliseconds to answer one record."""
+        req = self.request([record])
         start = time.perf_counter()
         with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
             resp.read()
         return (time.perf_counter() - start) * 1000
+
+    def post(self, records: list[dict], timeout: float = 600) -> tuple[int, dict]:
+        """The HTTP status and JSON body of one request (a 400's field errors too)."""
+        try:
+            with urllib.request.urlopen(self.request(records), timeout=timeout) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
 
     def stop(self) -> float:
         rss = _peak_rss_mb(self.proc.pid)

@@ -611,9 +611,9 @@ class ServingConfig:
         Share of requests traced, in [0, 1], default 0.1: chosen by a hash of the request's first
         decision id, so a retried request is traced (or not) again. Traces are exported off the
         request path, but the export (about 20 ms of CPU per trace into a sqlite tracking store) runs
-        in the serving process: tracing every request cost 66 % of an in-process single-customer
-        request on the bf16 EPYC, a tenth of them costs under 10 % (BENCHMARKS.md). Every decision is
-        in the inference log whatever this says; 1.0 traces every request.
+        in the serving process: tracing every request cost 148 % of an in-process single-customer
+        request's CPU on the bf16 EPYC, a tenth of them nothing measurable (BENCHMARKS.md). Every
+        decision is in the inference log whatever this says; 1.0 traces every request.
     model_threads:
         Prediction threads of the XGBoost models in serving (0: all cores). One by default: a request
         scores a handful of rows, where OpenMP threads cost more than they save and spin against the

@@ -151,7 +151,7 @@ def _mask(tokenizer, shield: Shield):
         letters = re.sub(r"[^a-z]", "", low)
         if (any(_numeric(ch) or ch in FORBIDDEN_CHARS or unicodedata.category(ch).startswith("S") for ch in text)
                 or "http" in low or "www" in low
-                or (letters and text[:1].isspace() and letters == low.strip()
+                or (letters and text[:1].isspace() and letters == low
                     and (letters in numbers or letters.startswith(number_prefixes)))
                 or (letters and (letters in words or letters == low and letters in CUE_WORDS
                                  or (len(letters) >= 4 and letters.startswith(prefixes))))):
