@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
 import retention
@@ -161,12 +163,37 @@ def evaluate_classifier(info: mlflow.models.model.ModelInfo, X_test: pd.DataFram
               "source": test_dataset.source} if test_dataset is not None else {"name": "test"}
         data = mlflow.data.from_pandas(frame, targets=LABEL, **kw)
     try:
-        return mlflow.models.evaluate(
-            info.model_uri, data, model_type="classifier",
-            evaluator_config={"log_model_explainability": False, "metric_prefix": "test_", "pos_label": 1,
-                              "label_list": [0, 1]},
-            extra_metrics=[ece_metric(p, ece_bins), brier_metric(p)],
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            # A local copy, not ``info.model_uri``: given a ``models:/`` URI, MLflow 3.17's evaluate logs
+            # every metric twice (its evaluator, then again with ``model_id``; evaluation/base.py),
+            # so each ``test_*`` chart would hold two points at step 0. The metrics are linked to the
+            # logged model once, below.
+            local = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)
+            result = mlflow.models.evaluate(
+                local, data, model_type="classifier",
+                evaluator_config={"log_model_explainability": False, "metric_prefix": "test_", "pos_label": 1,
+                                  "label_list": [0, 1]},
+                extra_metrics=[ece_metric(p, ece_bins), brier_metric(p)],
+            )
     finally:
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
+    link_metrics_to_model(mlflow.active_run().info.run_id, info.model_id, sorted(result.metrics), data)
+    return result
+
+
+def link_metrics_to_model(run_id: str, model_id: str, keys: list[str], dataset) -> None:
+    """Link a run's already-logged step-0 metrics to ``model_id`` and ``dataset`` without a second point.
+
+    Each metric is logged again with its original timestamp, step and value: the tracking store
+    keeps one row per (key, timestamp, step, value) in the run's history and records the link to
+    the logged model, so the run's charts keep one point per metric.
+    """
+    client = mlflow.MlflowClient()
+    linked = []
+    for key in keys:
+        for m in client.get_metric_history(run_id, key):
+            linked.append(Metric(key=key, value=m.value, timestamp=m.timestamp, step=m.step, model_id=model_id,
+                                 dataset_name=dataset.name, dataset_digest=dataset.digest, run_id=run_id))
+    for start in range(0, len(linked), 1000):
+        client.log_batch(run_id, metrics=linked[start:start + 1000])

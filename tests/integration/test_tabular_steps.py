@@ -61,6 +61,9 @@ def test_models_are_registered_gated_and_servable(trained):
         linked = {m.key: m for m in model.metrics}
         assert linked["test_roc_auc"].dataset_name == f"{dataset}-test"
         assert linked["test_roc_auc"].value == pytest.approx(metrics["test_roc_auc"])
+        # ...and every test metric is one point in the run's history, not two (evaluate re-logs by default)
+        for key in ("test_roc_auc", "test_ece", "test_log_loss"):
+            assert len(client.get_metric_history(run_id, key)) == 1, key
     # The real models clear the gate's thresholds on the real data.
     assert client.get_model_version_by_alias("churn-risk", "champion")
     test = load_split(cfg.data.processed_dir, "telco", "test")
