@@ -19,6 +19,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from retention import stage_log
 from retention.config import GateConfig
 from retention.errors import RegistryError
 
@@ -212,10 +213,9 @@ STAGES = (NONE_STAGE, STAGING, PRODUCTION, ARCHIVED)
 STAGE_OF_ALIAS = {CHAMPION: PRODUCTION, CHALLENGER: STAGING}
 # The project's registered models, in pipeline order (DESIGN.md).
 PROJECT_MODELS = ("churn-risk", "offer-accept", "retention-policy", "message-generator", "reward-model", "retention")
-TRANSITION_TAG = "stage.transition."  # older versions: one tag per transition (+ UTC timestamp), still read
-LAST_TRANSITION_TAG = "stage.last_transition"  # JSON {from, to, who, when, why, forced}
-HISTORY_TAG = "stage.history"  # JSON list of every transition, oldest first (the oldest dropped past the limit)
-HISTORY_MAX_CHARS = 4800  # MLflow's limit on a model version tag's value is 5,000 characters
+TRANSITION_TAG = "stage.transition."  # older versions: one JSON tag per transition, still read
+LAST_TRANSITION_TAG = "stage.last_transition"  # one readable line: Transition.summary()
+HISTORY_TAG = "stage.history"  # older versions: a JSON list in a tag, still read (now stage_log's table)
 PASSED, FAILED, NO_GATE = "passed", "failed", "no gate"
 
 
@@ -268,16 +268,27 @@ class Transition:
     why: str
     forced: bool = False
 
-    def as_json(self) -> str:
-        return json.dumps({"from": self.from_stage, "to": self.to_stage, "who": self.who, "when": self.when,
-                           "why": self.why, "forced": self.forced})
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "from": self.from_stage, "to": self.to_stage, "who": self.who,
+                "when": self.when, "why": self.why, "forced": self.forced}
+
+    def summary(self) -> str:
+        """One line a person reads in the UI's tag column and in ``retention registry status``."""
+        return _summary(self.as_dict())
 
 
-def transitions_of(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The transitions recorded in a version's tags, oldest first (``stage.history``, and the one tag per
-    transition that earlier versions of this project wrote)."""
+def _summary(d: dict[str, Any]) -> str:
+    forced = "forced " if d.get("forced") else ""
+    return f"{forced}{d['from']} → {d['to']} by {d['who']}, {d['when'][:19].replace('T', ' ')} UTC: {d['why']}"
+
+
+def transition_history(client: MlflowClient, name: str, version: str) -> list[dict[str, Any]]:
+    """A version's recorded transitions, oldest first: the ``registry-history`` table
+    (:mod:`retention.stage_log`), after the JSON tags that earlier versions of this project wrote."""
+    tags = client.get_model_version(name, str(version)).tags or {}
     legacy = [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(TRANSITION_TAG))]
-    return legacy + json.loads(tags.get(HISTORY_TAG) or "[]")
+    legacy += json.loads(tags.get(HISTORY_TAG) or "[]")
+    return legacy + stage_log.read(client, name, str(version))
 
 
 def _stage_of(mv) -> str:
@@ -286,13 +297,9 @@ def _stage_of(mv) -> str:
 
 
 def _record(client: MlflowClient, t: Transition) -> None:
-    """Two tags, whatever the number of transitions: the last one, and the history (a JSON list)."""
-    tags = client.get_model_version(t.name, t.version).tags or {}
-    history = json.loads(tags.get(HISTORY_TAG) or "[]") + [json.loads(t.as_json())]
-    while len(history) > 1 and len(json.dumps(history)) > HISTORY_MAX_CHARS:
-        history.pop(0)
-    client.set_model_version_tag(t.name, t.version, HISTORY_TAG, json.dumps(history))
-    client.set_model_version_tag(t.name, t.version, LAST_TRANSITION_TAG, t.as_json())
+    """One readable tag on the version (the last transition); the history goes to its table."""
+    stage_log.append(client, t.name, t.as_dict())
+    client.set_model_version_tag(t.name, t.version, LAST_TRANSITION_TAG, t.summary())
 
 
 def _now() -> str:
@@ -525,9 +532,9 @@ def copy_version(client: MlflowClient, name: str, version: str | None, to_model:
         if key.startswith(TRANSITION_TAG) or key in (LAST_TRANSITION_TAG, HISTORY_TAG):
             client.delete_model_version_tag(to_model, str(dst.version), key)
     client.set_model_version_tag(to_model, str(dst.version), "copied_from", f"{name}/{src.version}")
+    why = (reason or "").strip() or "copy between environments"
     client.set_model_version_tag(to_model, str(dst.version), "copied",
-                                 json.dumps({"from": f"{name}/{src.version}", "who": who, "when": _now(),
-                                             "why": (reason or "").strip() or "copy between environments"}))
+                                 f"from {name} v{src.version} by {who}, {_now()[:19].replace('T', ' ')} UTC: {why}")
     if alias:
         set_alias(client, to_model, alias, str(dst.version), f"copied from {name} v{src.version} by {who}")
     return dst
@@ -565,9 +572,8 @@ def registry_status(client: MlflowClient, names: tuple[str, ...] | None = None) 
         for mv in versions:
             tags, v = mv.tags or {}, str(mv.version)
             last = tags.get(LAST_TRANSITION_TAG)
-            if last:
-                d = json.loads(last)
-                last = f"{d['from']}->{d['to']} by {d['who']} at {d['when'][:19]}Z: {d['why']}"
+            if last and last.startswith("{"):  # written by an earlier version of this project
+                last = _summary(json.loads(last))
             rows.append(VersionRow(name, v, tuple(sorted(a for a, held in aliases.items() if held == v)),
                                    stages[v], want[v], gate_status(tags), last or ""))
     return rows

@@ -23,6 +23,7 @@ from retention.tabular.features import calendar_from_metadata
 from retention.tracking import pip_requirements
 
 POLICY_MODEL = "retention-policy"
+COMPARISON_TABLE = "evaluation/comparison.json"  # the evaluate_policy run's table of every policy
 
 
 def champion_models(client: MlflowClient | None = None):
@@ -88,37 +89,47 @@ def log_policy(spec: dict, weights: Path | None, tags: dict[str, str]) -> mlflow
     return info
 
 
+def comparison_line(evaluation: Evaluation, name: str) -> str:
+    """One readable line of ``name``'s row of the comparison (the whole table is the run's artifact)."""
+    row = evaluation.summary.loc[name]
+
+    def interval(mean: float, lo: float, hi: float, sign: str = "") -> str:
+        return f"{mean:{sign},.1f} [{lo:{sign},.1f}, {hi:{sign},.1f}]"
+
+    parts = [f"net revenue {interval(row['net_revenue_mean'], row['net_revenue_lo'], row['net_revenue_hi'])}"]
+    share = row.get("share_of_bound_mean")
+    if share is not None and not pd.isna(share):
+        parts.append(f"{100 * share:.1f} % of the Lagrangian bound")
+    violations = row.get("violations_mean")
+    if violations is not None and not pd.isna(violations):
+        parts.append(f"{violations:g} violations")
+    if name in evaluation.paired.index:
+        d = evaluation.paired.loc[name]
+        parts.append(f"vs {evaluation.reference} {interval(d['diff'], d['lo'], d['hi'], '+')}")
+    return "; ".join(parts) + " (95 % intervals)"
+
+
 def gate_policies(evaluation: Evaluation, champion_name: str, reason: str, versions: dict[str, str]) -> str:
     """Alias the chosen policy's version ``champion`` and the others evaluated here ``challenger``.
 
     ``versions`` maps policy name -> registered version (the winner must be in it). The whole
     comparison (mean net revenue and CI, share of the Lagrangian bound, violations, and the paired
-    difference to the reference baseline with its CI) is recorded as tags on every version involved.
+    difference to the reference baseline with its CI) is the evaluation run's table
+    (:data:`COMPARISON_TABLE`); each version involved gets its own row as one readable tag, and a
+    tag naming the table.
     The choice itself is :func:`retention.policy.evaluate.choose_champion`'s: a challenger is crowned
     only on a significantly positive paired difference.
     """
     client = MlflowClient()
-    s = evaluation.summary
-
-    def _r(x) -> float | None:
-        return None if pd.isna(x) else round(float(x), 3)
-
-    comparison = {}
-    for name, row in s.iterrows():
-        entry = {"net_revenue": _r(row["net_revenue_mean"]),
-                 "ci95": [_r(row["net_revenue_lo"]), _r(row["net_revenue_hi"])],
-                 "share_of_bound": _r(row.get("share_of_bound_mean")),
-                 "violations": _r(row.get("violations_mean"))}
-        if name in evaluation.paired.index:
-            d = evaluation.paired.loc[name]
-            entry[f"paired_vs_{evaluation.reference}"] = [_r(d["diff"]), _r(d["lo"]), _r(d["hi"])]
-        comparison[name] = entry
-    text = json.dumps(comparison)
+    run = mlflow.active_run()
+    table = f"runs:/{run.info.run_id}/{COMPARISON_TABLE}" if run else None
     for name, version in versions.items():
         winner = name == champion_name
         client.set_model_version_tag(POLICY_MODEL, version, "gate.verdict", "champion" if winner else "not chosen")
         client.set_model_version_tag(POLICY_MODEL, version, "gate.reason", reason)
-        client.set_model_version_tag(POLICY_MODEL, version, "gate.comparison", text[:5000])
+        client.set_model_version_tag(POLICY_MODEL, version, "gate.comparison", comparison_line(evaluation, name))
+        if table:
+            client.set_model_version_tag(POLICY_MODEL, version, "gate.comparison_table", table)
         client.set_model_version_tag(POLICY_MODEL, version, "gate.champion_policy", champion_name)
     client.set_registered_model_alias(POLICY_MODEL, CHAMPION, versions[champion_name])
     if "ppo" in versions and champion_name != "ppo":

@@ -129,7 +129,7 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
     from retention.policy.evaluate import BOUND, choose_champion, comparison_table, evaluate
     from retention.policy.lagrangian import LagrangeIndexPolicy
     from retention.policy.model import policy_spec
-    from retention.policy.registry import POLICY_MODEL, gate_policies, log_policy, pool_for_split
+    from retention.policy.registry import COMPARISON_TABLE, POLICY_MODEL, gate_policies, log_policy, pool_for_split
     from retention.runs import step_run
 
     client = MlflowClient()
@@ -162,7 +162,7 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
         mlflow.log_table(evaluation.paired.reset_index(names="policy"), "evaluation/paired.json")
         mlflow.log_text(summary.round(4).to_csv(), "evaluation/summary.csv")
         # the comparison is a table (and the plot below), not a chart per policy and statistic
-        mlflow.log_table(comparison_table(evaluation), "evaluation/comparison.json")
+        mlflow.log_table(comparison_table(evaluation), COMPARISON_TABLE)
         fig = policy_plots.comparison(summary.drop(index="lp_bound"), bound_name=BOUND)
         mlflow.log_figure(fig, "plots/policy_comparison.png")
         plt.close(fig)
@@ -180,7 +180,7 @@ def evaluate_policy(cfg: Config, params: dict[str, Any], progress: bool = True) 
             gated[winner] = info.registered_model_version
         version = gate_policies(evaluation, winner, reason, gated)
         # one chart per question: how close to the bound are the champion and PPO, and by how much does
-        # the champion beat the reference baseline (its interval is in evaluation/comparison.json)
+        # the champion beat the reference baseline (its interval is in the comparison table)
         headline = {"evaluation/champion_share_of_bound": summary.loc[winner, "share_of_bound_mean"],
                     "evaluation/ppo_share_of_bound": summary.loc["ppo", "share_of_bound_mean"],
                     "evaluation/lambda_star_median": float(np.median(evaluation.multipliers))}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from retention.registry import (
     rollback,
     set_alias,
     transition,
-    transitions_of,
+    transition_history,
 )
 
 
@@ -93,16 +92,24 @@ def test_aliases_are_mirrored_into_stages_with_who_when_why(client):
     set_alias(client, "m", "champion", "3", "promote gate")
     assert stages(client) == {"1": ARCHIVED, "2": STAGING, "3": PRODUCTION}
 
-    history = transitions_of(client.get_model_version("m", "1").tags)
+    history = transition_history(client, "m", "1")
     assert [(h["from"], h["to"]) for h in history] == [("None", PRODUCTION), (PRODUCTION, ARCHIVED)]
     assert all(h["who"] == "ana@example.org" and h["when"].startswith("20") for h in history)
     assert "alias champion" in history[0]["why"] and "meets every threshold" in history[0]["why"]
     assert "no longer champion" in history[1]["why"]
-    for i in range(6):  # however many transitions: two stage tags, the last one and the history
+    for i in range(6):  # however many transitions: one readable stage tag; the history is a table
         set_alias(client, "m", "champion", "1" if i % 2 else "2", f"round {i}")
     tags = client.get_model_version("m", "1").tags
-    assert sorted(k for k in tags if k.startswith("stage.")) == ["stage.history", "stage.last_transition"]
-    assert len(transitions_of(tags)) >= 5 and json.loads(tags["stage.last_transition"]) == transitions_of(tags)[-1]
+    assert [k for k in tags if k.startswith("stage.")] == ["stage.last_transition"]
+    history = transition_history(client, "m", "1")
+    assert len(history) >= 5 and history[-1]["to"] == PRODUCTION and "round 5" in history[-1]["why"]
+    assert tags["stage.last_transition"].startswith("Archived → Production by ana@example.org, 20")
+    assert tags["stage.last_transition"].endswith("round 5)") and "{" not in tags["stage.last_transition"]
+    # the table is an MLflow table a person can open: one run per registered model in 'registry-history'
+    table = client.load_table(client.get_experiment_by_name("registry-history").experiment_id,
+                              "stage_transitions.json")
+    assert set(table["version"].astype(str)) == {"1", "2", "3"} and len(table) == sum(
+        len(transition_history(client, "m", v)) for v in ("1", "2", "3"))
     assert mirror_stages(client, "m") == []  # idempotent: nothing more to move, nothing more recorded
     assert all(r.agrees for r in registry_status(client))
 
@@ -130,8 +137,9 @@ def test_a_failed_version_is_refused_production_unless_forced_with_a_reason(clie
     transition(client, "m", "2", "Production", force=True, reason="hotfix approved by risk team")
     assert aliases(client) == {"champion": "2"}
     assert stages(client) == {"1": ARCHIVED, "2": PRODUCTION, "3": "None"}
-    last = json.loads(client.get_model_version("m", "2").tags["stage.last_transition"])
-    assert last["forced"] is True and "hotfix approved by risk team" in last["why"] and last["who"] == "ana@example.org"
+    last = client.get_model_version("m", "2").tags["stage.last_transition"]
+    assert last.startswith("forced None → Production by ana@example.org") and "hotfix approved by risk team" in last
+    assert transition_history(client, "m", "2")[-1]["forced"] is True
 
 
 def test_manual_staging_and_archiving_move_the_aliases_too(client):
@@ -154,7 +162,7 @@ def test_rollback_returns_to_the_previous_passing_version(client):
     rollback(client, "m", reason="complaints after release")
     assert aliases(client) == {"champion": "1"}  # v2 failed its gate, so it is skipped
     assert stages(client) == {"1": PRODUCTION, "2": "None", "3": ARCHIVED}
-    why = json.loads(client.get_model_version("m", "3").tags["stage.last_transition"])["why"]
+    why = transition_history(client, "m", "3")[-1]["why"]
     assert "rolled back to v1" in why and "complaints" in why
     with pytest.raises(TransitionRefused, match="no version older"):
         rollback(client, "m")
@@ -167,8 +175,9 @@ def test_copy_to_an_environment_registry(client):
     assert stages(client, "prod.m") == {str(dst.version): PRODUCTION}
     tags = client.get_model_version("prod.m", str(dst.version)).tags
     assert tags["copied_from"] == "m/3" and tags["gate.verdict"] == "promoted"
-    assert json.loads(tags["copied"])["why"] == "release 42"
-    assert [h["to"] for h in transitions_of(tags)] == [PRODUCTION]  # its own history, not the source's
+    assert tags["copied"].startswith("from m v3 by ana@example.org") and tags["copied"].endswith("release 42")
+    # its own history, not the source's
+    assert [h["to"] for h in transition_history(client, "prod.m", str(dst.version))] == [PRODUCTION]
     with pytest.raises(TransitionRefused, match="cannot be champion"):
         copy_version(client, "m", "2", "prod.m", alias="champion")
 
