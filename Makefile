@@ -15,6 +15,9 @@ PROGRESS ?= auto
 # MLflow's own INFO lines ("=== Running command ... ===" per step); INFO shows them again
 export MLFLOW_LOGGING_LEVEL ?= WARNING
 HOST ?= 127.0.0.1
+# MLflow UI workers: the cores available, at most 4 (MLflow's default, 4, on 2 cores doubles start-up:
+# each worker imports MLflow's server; benchmarks/ui_startup.py)
+UI_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 4); echo $$(( n < 4 ? n : 4 )))
 SERVE_MODEL ?= models:/retention@champion
 PYTEST_ARGS ?=
 
@@ -59,7 +62,7 @@ serve: venv
 	$(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -h $(HOST) -p 8080
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p 5000
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p 5000 --workers $(UI_WORKERS)
 
 outcome-report: venv
 	$(BIN)/retention outcome_report --window $(or $(WINDOW),90d)
