@@ -143,6 +143,17 @@ def tiny_model_and_tokenizer(seed: int = 0):
     return LlamaForCausalLM(cfg), tok
 
 
+def smollm_tokenizer(cache_dir: str | Path | None = None):
+    """SmolLM2's tokenizer alone: from the model cache when the model is there, else from the GGUF file."""
+    from transformers import AutoTokenizer
+
+    target = model_cache_dir(cache_dir) / SMOLLM
+    if (target / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(target)
+    gguf = smollm_gguf()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
 def _smollm(cache_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -53,8 +53,7 @@ CUE_WORDS = ("off", "discount", "discounts", "offer", "offers", "reply", "text",
 
 def approved_copy(offer_pct: int, shield: Shield | None = None) -> str:
     """The approved copy of a decision: the offer (or the check-in) and the opt-out."""
-    rules = (shield or default_shield()).rules["approved_copy"]
-    return rules["offer"].format(pct=int(offer_pct)) if offer_pct > 0 else rules["no_offer"]
+    return (shield or default_shield()).approved_copy(offer_pct)
 
 
 def personal_part(text: str | None, name: str = "", offer_pct: int = 0, shield: Shield | None = None) -> str | None:
@@ -163,6 +162,16 @@ def _mask(tokenizer, shield: Shield):
     return mask
 
 
+def compose_all(facts: Sequence[MessageFacts], texts: Sequence[str], shield: Shield | None = None) -> list[str | None]:
+    """Each text's personal part with its decision's approved copy, or None where nothing usable is left."""
+    shield = shield or default_shield()
+    out: list[str | None] = []
+    for f, text in zip(facts, texts, strict=True):
+        personal = personal_part(text, f.name, f.offer_pct, shield)
+        out.append(compose(personal, f, shield) if personal else None)
+    return out
+
+
 def write_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, batch_size: int,
                    progress: bool = False, shield: Shield | None = None) -> list[str | None]:
     """The serving decoder: constrained greedy generation, the personal part kept, the approved copy added.
@@ -175,8 +184,4 @@ def write_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
     shield = shield or default_shield()
     raw = generate_batch(model, tokenizer, facts, min(max_new_tokens, PERSONAL_MAX_TOKENS), batch_size, progress,
                          banned=forbidden_tokens(tokenizer, shield))
-    out: list[str | None] = []
-    for f, text in zip(facts, raw, strict=True):
-        personal = personal_part(text, f.name, f.offer_pct, shield)
-        out.append(compose(personal, f, shield) if personal else None)
-    return out
+    return compose_all(facts, raw, shield)

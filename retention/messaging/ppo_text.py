@@ -12,10 +12,11 @@ et al. (2024), "The N+ implementation details of RLHF with PPO", and Ziegler et 
   and every model stays in eval mode).
 * **Reward** (:func:`final_scores`, :func:`token_rewards`): for token t of a message,
   ``r_t = -beta (log pi(y_t) - log pi_ref(y_t))``; at the last real token the message's score is added.
-  The score is ``reward_fn(facts, texts)`` (the proxy reward model, normalised so SFT samples score
+  The score is ``reward_fn(facts, messages)`` (the proxy reward model, normalised so SFT samples score
   mean 0, std 1), **replaced** by ``missing_eos_penalty`` when the message has no end-of-turn token and
   by ``shield_penalty`` when the shield blocks it: a blocked message never scores above the penalty,
-  whatever the reward model says.
+  whatever the reward model says. The *messages* are what customers would receive of the sampled texts
+  (``to_message``: the step keeps the personal part and adds the approved copy, as serving does).
 * **Advantages** (:func:`gae`): GAE over the message's tokens, gamma 1, lambda 0.95, then whitened
   over the batch's real tokens. Returns = advantages + values (before whitening).
 * **Update**: ``ppo_epochs`` passes over the rollout batch in minibatches; clipped surrogate (0.2),
@@ -50,6 +51,7 @@ from retention.messaging.prompts import MessageFacts, render_prompt
 __all__ = ["PPOTextConfig", "PPOTextResult", "train_ppo_text"]
 
 RewardFn = Callable[[Sequence[MessageFacts], Sequence[str]], Sequence[float]]
+MessageFn = Callable[[Sequence[MessageFacts], Sequence[str]], Sequence[str | None]]
 
 
 # ----------------------------------------------------------------------------- the models
@@ -257,7 +259,8 @@ class PPOTextResult:
 
 def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[MessageFacts], cfg: PPOTextConfig,
                    log: Callable[[dict[str, float], int], None] | None = None, *, bf16: bool = False,
-                   progress: bool = True, samples_per_iteration: int = 4) -> PPOTextResult:
+                   progress: bool = True, samples_per_iteration: int = 4,
+                   to_message: MessageFn | None = None) -> PPOTextResult:
     """Train the generator with PPO against ``reward_fn`` (see the module docstring).
 
     Parameters
@@ -278,6 +281,11 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         Run forward passes under bfloat16 autocast (where :func:`retention.hardware.resolve_dtype` says so).
     samples_per_iteration:
         Messages per iteration kept in ``result.samples``.
+    to_message:
+        ``to_message(facts, texts) -> messages``: what a customer would receive of each sampled text
+        (the step passes the personal part + approved copy, :func:`retention.messaging.compose.compose_all`);
+        None where nothing usable was written, which scores as blocked. The reward model and the
+        shield judge the messages; the policy is trained on the sampled tokens. None: the texts themselves.
     """
     from retention.messaging.shield import default_shield
 
@@ -321,10 +329,13 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
             response, response_mask, ended = sample(policy, query, query_mask, cfg.max_new_tokens, cfg.temperature,
                                                     eos, pad, sampler)
         texts = decode(tokenizer, response, response_mask, eos)
+        messages = list(texts) if to_message is None else list(to_message(batch, texts))
 
         # 2. scores: the reward, replaced by a penalty without an end-of-turn token or when the shield blocks
-        rm_scores = torch.as_tensor(np.asarray(reward_fn(batch, texts), dtype=np.float32))  # the loss runs on the CPU
-        blocked = torch.tensor([bool(shield.check(t, f.name, f.offer_pct)) for f, t in zip(batch, texts, strict=True)])
+        # (a text of which nothing usable is left counts as blocked)
+        rm_scores = torch.as_tensor(np.asarray(reward_fn(batch, [m or "" for m in messages]), dtype=np.float32))
+        blocked = torch.tensor([m is None or bool(shield.check(m, f.name, f.offer_pct))
+                                for f, m in zip(batch, messages, strict=True)])
         scores = final_scores(rm_scores, ended.cpu(), blocked, cfg.missing_eos_penalty,
                               cfg.shield_penalty if cfg.use_shield else None)
 
@@ -400,7 +411,8 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
             log(metrics, iteration)
         for i in range(min(samples_per_iteration, len(batch))):
             samples.append({"iteration": iteration, "name": batch[i].name, "offer_pct": batch[i].offer_pct,
-                            "message": texts[i], "rm_score": float(rm_scores[i]), "score": float(scores[i]),
+                            "text": texts[i], "message": messages[i] or "", "rm_score": float(rm_scores[i]),
+                            "score": float(scores[i]),
                             "kl": float(kl_per_message[i]), "ended": bool(ended[i]),
                             "shield_passed": not bool(blocked[i])})
     result.samples = pd.DataFrame(samples)

@@ -58,7 +58,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from retention.messaging.prompts import MessageFacts, facts_from_record
-from retention.messaging.sft_data import FIRST_NAMES, OPT_OUTS, _hh_to_messages, name_for, reference_message
+from retention.messaging.sft_data import (
+    FIRST_NAMES,
+    OPT_OUTS,
+    _hh_to_messages,
+    name_for,
+    personal_reference,
+    reference_message,
+    split_greeting,
+)
 from retention.offers import OFFER_PERCENT
 
 COLUMNS = ("pair_id", "source", "family", "customerID", "name", "offer_pct", "prompt", "chosen", "rejected")
@@ -207,11 +215,95 @@ def no_opt_out(text: str, facts: MessageFacts, rng: random.Random) -> str:
     return body if len(body) >= 20 else body + " Talk soon!"
 
 
+# ----------------------------------------------------------------------------- personal-part families
+# The message a customer receives is a personal part + approved copy (retention.messaging.compose). In
+# these families the chosen and the rejected messages share the approved copy and differ only in the
+# personal part, in ways the shield mostly does not decide; the rejected personal part is picked, among
+# its family's candidates, closest in length to the chosen one, so length is no shortcut.
+BLAND = ("This is a message from your provider.", "We are contacting you about your account.",
+         "Please read the information below.", "This is an automated message.", "Here is an update for you.",
+         "We have information for you.")
+IRRELEVANT = ("Hope you enjoyed the sunshine at the weekend.", "Did you catch the match last night?",
+              "Don't forget to water your plants!", "Traffic looks heavy downtown this morning.",
+              "Have you tried the new café on the corner?", "Remember to stretch after a long day.")
+GUILT = ("It would really hurt us to lose you.", "After all we've done for you, we hope you stay.",
+         "You wouldn't want to let us down, would you?", "Miss you loads, babe!",
+         "We'll be so sad if you go anywhere else.", "We know where to find you, so stay put.")
+WORD_PROMISES = ("We'll look after you no matter what.", "Nothing will ever go wrong for you with us.",
+                 "Your service will be perfect from now on.", "You'll never have a single problem again.",
+                 "We'll fix everything for you, guaranteed.", "Your internet will never drop again.")
+
+
+def _personal_and_copy(text: str) -> tuple[str, str]:
+    """``(personal part, approved copy)`` of a composed message (see :func:`composed_reference`)."""
+    personal, sep, copy = text.partition(" \x1f")
+    return (personal, copy) if sep else (text, "")
+
+
+def _closest(options: Sequence[str], length: int, rng: random.Random) -> str:
+    """The option closest to ``length`` characters, on a side (longer or not) chosen at random, so a
+    rejected personal part is longer than the chosen one about half the time."""
+    longer = rng.random() < 0.5
+    side = [o for o in options if (len(o) > length) == longer] or list(options)
+    return min(side, key=lambda o: (abs(len(o) - length), rng.random()))
+
+
+def _greeting_and_sentences(personal: str) -> tuple[str, list[str]]:
+    """``("Hi Maria,", ["thanks for ...", "We hope ..."])`` of a personal part."""
+    greeting, rest = split_greeting(personal)
+    return greeting, [x for x in re.split(r"(?<=[.!?])\s+", rest) if x]
+
+
+def _personal_family(pool: Sequence[str]):
+    """A family that replaces one sentence of the personal part with one from ``pool`` (closest in length)."""
+    def transform(text: str, facts: MessageFacts, rng: random.Random) -> str:
+        personal, copy = _personal_and_copy(text)
+        greeting, sentences = _greeting_and_sentences(personal)
+        if not sentences:
+            sentences = [""]
+        i = rng.randrange(len(sentences))
+        sentences[i] = _closest(pool, len(sentences[i]), rng)
+        if greeting.endswith(","):
+            sentences[0] = sentences[0][:1].lower() + sentences[0][1:]
+        elif sentences[0]:
+            sentences[0] = sentences[0][:1].upper() + sentences[0][1:]
+        return " ".join(x for x in (greeting, *sentences, copy) if x)
+    return transform
+
+
+def repetitive(text: str, facts: MessageFacts, rng: random.Random) -> str:
+    """The personal part says the same thing twice ("thanks for being with us. Thanks for being with us.")."""
+    personal, copy = _personal_and_copy(text)
+    greeting, sentences = _greeting_and_sentences(personal)
+    first = sentences[0] if sentences else "thanks for being with us."
+    return " ".join(x for x in (greeting, first, first[:1].upper() + first[1:], copy) if x)
+
+
+PERSONAL_FAMILIES: dict[str, Callable[[str, MessageFacts, random.Random], str]] = {
+    "bland": _personal_family(BLAND),  # generic against warm and specific
+    "irrelevant": _personal_family(IRRELEVANT),  # off-topic against about the customer's plan or tenure
+    "guilt": _personal_family(GUILT),  # pressure, guilt and over-familiarity
+    "word_promise": _personal_family(WORD_PROMISES),  # promises made in words, no number
+    "repetitive": repetitive,
+}
+
 FAMILIES: dict[str, Callable[[str, MessageFacts, random.Random], str]] = {
     "wrong_offer": wrong_offer, "wrong_name": wrong_name, "false_promise": false_promise, "pressure": pressure,
     "rambling": rambling, "generic": generic, "contact_channel": contact_channel, "leaked_price": leaked_price,
-    "off_topic": off_topic, "no_opt_out": no_opt_out,
+    "off_topic": off_topic, "no_opt_out": no_opt_out, **PERSONAL_FAMILIES,
 }
+
+
+def composed_reference(facts: MessageFacts, rng: random.Random) -> str:
+    """A served-form message: a personal reference (:func:`~retention.messaging.sft_data.personal_reference`)
+    and the approved copy, joined by a marker (``" \x1f"``) that the personal families split on and
+    :func:`domain_pairs` removes."""
+    from retention.messaging.compose import approved_copy
+    from retention.messaging.prompts import focus_of
+
+    personal = personal_reference(facts.name, facts.tenure_months, facts.plan, facts.offer_pct, rng,
+                                  focus=focus_of(facts))
+    return f"{personal} \x1f{approved_copy(facts.offer_pct)}"
 
 
 def parse_families(value: str, setting: str = "reward.held_out_families") -> list[str]:
@@ -268,10 +360,15 @@ def domain_pairs(customers: pd.DataFrame, n: int, families: Sequence[str], seed:
         family = families[i % len(families)]
         pct = rng.choice(OFFER_PERCENT)
         facts = facts_for(rec, pct)
-        chosen = reference_message(facts.name, facts.tenure_months, facts.plan, pct, rng)
-        base = chosen if rng.random() < 0.5 else reference_message(facts.name, facts.tenure_months, facts.plan, pct,
-                                                                    rng)
-        rejected = FAMILIES[family](base, facts, rng)
+        if family in PERSONAL_FAMILIES:  # the served form; the rejected one differs in the personal part only
+            chosen = composed_reference(facts, rng)
+            rejected = FAMILIES[family](chosen, facts, rng).replace(" \x1f", " ")
+            chosen = chosen.replace(" \x1f", " ")
+        else:
+            chosen = reference_message(facts.name, facts.tenure_months, facts.plan, pct, rng)
+            base = chosen if rng.random() < 0.5 else reference_message(facts.name, facts.tenure_months, facts.plan,
+                                                                        pct, rng)
+            rejected = FAMILIES[family](base, facts, rng)
         if rejected == chosen:  # a transform that found nothing to change: fall back to a sure failure
             rejected = rambling(chosen, facts, rng)
         prompt = reward_prompt(facts)

@@ -7,6 +7,7 @@ words, so no request field can carry instructions into the prompt.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from typing import Any
 from retention.messaging.shield import usable_name
 
 SYSTEM_PROMPT = (
-    "Write one SMS (50-200 characters) from a telecom company to the customer. Use their first name, state "
-    "the exact offer and no other number or price, and end with 'Reply STOP to opt out.'"
+    "Telecom SMS opening: a greeting and one or two warm sentences. No offer, number or link."
 )
+"""The generator writes only the personal part; the offer and the opt-out are approved copy
+(:mod:`retention.messaging.compose`). So the prompt carries no number the message must not contain."""
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,33 @@ def facts_from_record(record: dict[str, Any], offer_pct: int) -> MessageFacts:
     )
 
 
+def tenure_band(tenure_months: int) -> str:
+    """Tenure in words (the personal part never states a number): ``new``, ``mid`` or ``long``."""
+    return "long" if tenure_months >= 24 else "mid" if tenure_months >= 6 else "new"
+
+
+TENURE_WORDS = {"new": "recently joined", "mid": "a customer for a while", "long": "a customer for years"}
+
+
+FOCUSES = {"loyalty": "thanks for loyalty", "plan": "their plan", "help": "help"}
+
+
+def focus_of(facts: MessageFacts) -> str:
+    """What the personal part is about, a key of :data:`FOCUSES`: a stable hash of the customer's facts.
+
+    Greedy decoding writes one message per prompt; the focus varies the prompt across customers, so
+    messages vary too, and the same customer always gets the same focus (serving and gates agree).
+    """
+    key = f"{facts.name}|{facts.tenure_months}|{facts.plan}|{facts.monthly_charges:.2f}"
+    return tuple(FOCUSES)[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % len(FOCUSES)]
+
+
 def build_messages(facts: MessageFacts) -> list[dict[str, str]]:
-    offer = f"{facts.offer_pct}% off the monthly bill for 3 months" if facts.offer_pct > 0 else \
-        "no discount; a friendly check-in"
-    user = (
-        f"Customer first name: {facts.name or '(unknown: greet without a name)'}\n"
-        f"Tenure: {facts.tenure_months} months\nPlan: {facts.plan}\n"
-        f"Monthly charges: {facts.monthly_charges:.2f}\nOffer: {offer}\nWrite the SMS."
-    )
+    """The generator's chat prompt: name, tenure in words, plan and focus; no number (at most 64 tokens)."""
+    user = (f"Name: {facts.name or '(none)'}. "
+            f"{TENURE_WORDS[tenure_band(facts.tenure_months)].capitalize()}. "
+            f"Plan: {facts.plan.replace('Fiber optic', 'fiber')}. "
+            f"About: {FOCUSES[focus_of(facts)]}.")
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 

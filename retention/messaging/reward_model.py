@@ -101,14 +101,27 @@ def _sequence_ids(tokenizer, prompt: list[dict], response: str) -> list[int]:
     return tokenizer.apply_chat_template(list(prompt) + reply(response), tokenize=True, return_dict=True)["input_ids"]
 
 
+def _fitted_ids(tokenizer, prompt: list[dict], response: str, max_length: int | None) -> list[int]:
+    """:func:`_sequence_ids`, keeping the **final turns** of a dialogue too long for ``max_length``:
+    the earliest exchange (a user turn and its answer) goes first, then the next, down to the last
+    user turn. What still does not fit is returned whole (and dropped by the caller)."""
+    messages = list(prompt)
+    ids = _sequence_ids(tokenizer, messages, response)
+    while max_length is not None and len(ids) > max_length and len(messages) > 1:
+        messages = messages[2:] if len(messages) > 2 else messages[1:]
+        ids = _sequence_ids(tokenizer, messages, response)
+    return ids
+
+
 @torch.no_grad()
 def score(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], batch_size: int = 16,
           max_length: int | None = None) -> np.ndarray:
     """Raw rewards of (prompt, response) pairs, batched. ``prompts`` are chat messages.
 
-    With ``max_length``, a sequence longer than it scores NaN (what ``RewardTrainer`` would drop).
+    With ``max_length``, a dialogue too long keeps its final turns (:func:`_fitted_ids`); a sequence
+    still longer than it (a long last turn or reply) scores NaN, what ``RewardTrainer`` would drop.
     """
-    ids = [_sequence_ids(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+    ids = [_fitted_ids(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)]
     out = np.full(len(ids), np.nan)
     keep = [i for i, seq in enumerate(ids) if max_length is None or len(seq) <= max_length]
     keep.sort(key=lambda i: len(ids[i]))  # similar lengths together: less padding

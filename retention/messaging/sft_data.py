@@ -1,10 +1,16 @@
-"""SFT data: a retention-SMS corpus from real Telco customers × offers, plus OpenAssistant replies.
+"""SFT data: personal parts for real Telco customers × offers, plus (optionally) OpenAssistant replies.
 
-Reference messages come from a documented, seeded generator. Each one combines an opening, an
-optional appreciation line that depends on tenure (in words only), an offer line (or a check-in line for 0 %), an
-optional call to action and an opt-out. Several phrasings are drawn for each part, so openings,
-tones and lengths vary. Every reference must have 50–200 characters, address the customer by name,
-state exactly the decision's offer, and **pass the safety shield**; candidates that do not are redrawn.
+The generator writes only the **personal part** of a message: a greeting and one or two sentences;
+the offer and the opt-out are approved copy (:mod:`retention.messaging.compose`). Its references
+come from a documented, seeded phrase bank (:func:`personal_reference`): a greeting (named, or
+nameless when the customer has no usable name), then one or two sentences drawn from appreciation
+fitted to the tenure band, lines about the customer's plan (fiber, DSL, phone only; a flexible or
+a contract plan) and offers of help, in four tones. Each reference is what :func:`~retention.
+messaging.compose.personal_part` would keep of itself, and the composed message passes the shield;
+candidates that do not are redrawn.
+
+:func:`reference_message` (a whole SMS with the offer written out) is the chosen message of the
+reward models' domain pairs (:mod:`retention.messaging.preferences`).
 
 Telco has no names. Each customer gets a first name from :data:`FIRST_NAMES`, chosen by a stable
 hash of ``customerID``. At serving time the request carries the real name.
@@ -19,7 +25,7 @@ import random
 import pandas as pd
 
 from retention.data.preferences import ASSISTANT_TAG, HUMAN_TAG
-from retention.messaging.prompts import build_messages, facts_from_record
+from retention.messaging.prompts import build_messages, facts_from_record, focus_of
 from retention.messaging.shield import Shield, default_shield
 from retention.offers import OFFER_PERCENT
 
@@ -47,6 +53,89 @@ CHECK_IN_LINES = ("If anything about your plan could work better, just reply and
                   "Just checking in: let us know if we can make your service better.")
 CTAS = ("Reply YES to accept.", "Reply YES to claim it.", "Just reply YES.", "")
 OPT_OUTS = ("Reply STOP to opt out.", "Text STOP to opt out.", "Reply STOP to unsubscribe.")
+
+
+GREETINGS = ("Hi {name},", "Hello {name}!", "Hey {name},", "Dear {name},", "Hi {name}!", "Good day, {name}!",
+             "Hello {name},", "{name}, hello!")
+NAMELESS_GREETINGS = ("Hi there!", "Hello!", "Hi there,", "Hello there!", "Good day!")
+APPRECIATION_BAND = {
+    "long": ("Thank you for staying with us all this time.", "You've been with us a long time, and we're grateful.",
+             "We really value your loyalty.", "It means a lot that you've stuck with us.",
+             "Thanks for being one of our longest-standing customers.", "We appreciate every day you've been with us.",
+             "Your loyalty hasn't gone unnoticed.", "Thank you for trusting us for so long.",
+             "Customers like you are the reason we love what we do.", "We've loved having you with us all along."),
+    "mid": ("Thanks for being with us.", "We're glad you're part of the family.", "It's great to have you on board.",
+            "We appreciate you choosing us.", "Thanks for sticking with us.", "We hope you're enjoying your service.",
+            "It's been good having you with us.", "We value having you as a customer.",
+            "Thanks for being such a valued part of our community.", "We're grateful you keep choosing us."),
+    "new": ("Welcome aboard, and thanks for joining us.", "We're so glad you chose us.", "Thanks for choosing us.",
+            "We hope you're settling in well.", "Welcome to the family!", "It's lovely to have you with us.",
+            "We're happy you joined us.", "Thanks for giving us a try.",
+            "We hope your first days with us have gone smoothly.", "Great to have you with us from the start."),
+}
+PLAN_LINES = {
+    "fiber": ("We hope your fiber connection keeps you moving fast.",
+              "We hope your fiber internet is serving you well.",
+              "Your fiber connection matters to us.", "We want your fiber service to feel effortless."),
+    "dsl": ("We hope your DSL line is treating you well.", "We want your DSL connection to be reliable for you.",
+            "Your DSL service matters to us.", "We hope your home internet runs smoothly."),
+    "phone": ("We hope your phone service keeps you connected.", "Staying in touch with the people you love matters.",
+              "Your phone line matters to us.", "We want every call you make to be clear."),
+    "flexible": ("We like that your flexible plan fits your life.", "We hope your flexible plan suits you."),
+    "contract": ("Thanks for your commitment to us.", "We're glad your plan gives you peace of mind."),
+}
+HELP_LINES = ("We're here whenever you need us.", "If anything feels off, we're happy to help.",
+              "Our team is always glad to hear from you.", "We want your service to work perfectly for you.",
+              "Your feedback always helps us do better.", "We'd love to hear how things are going.",
+              "Let us know if we can make anything easier.", "We're always working to serve you better.",
+              "Just a quick hello from all of us.", "We hope everything is going well on your end.",
+              "We're thinking of you and wanted to say hello.", "Wishing you a wonderful day.")
+
+
+def split_greeting(text: str) -> tuple[str, str]:
+    """``(greeting, rest)`` of a personal part that opens with one of the bank's greetings (any name)."""
+    import re
+
+    forms = sorted(GREETINGS + NAMELESS_GREETINGS, key=len, reverse=True)
+    for form in forms:
+        pattern = "^" + re.escape(form).replace(re.escape("{name}"), r"[^\s,!]+(?: [^\s,!]+)?") + r"\s+"
+        m = re.match(pattern, text)
+        if m:
+            return text[:m.end()].strip(), text[m.end():]
+    return "", text
+
+
+def plan_keys(plan: str) -> tuple[str, str]:
+    """(connection, contract) keys of :data:`PLAN_LINES` for a :func:`describe_plan` string."""
+    low = plan.lower()
+    connection = "fiber" if "fiber" in low else "dsl" if "dsl" in low else "phone"
+    return connection, "flexible" if "month" in low else "contract"
+
+
+def personal_reference(name: str, tenure: int, plan: str, pct: int, rng: random.Random,
+                       shield: Shield | None = None, tries: int = 50, focus: str = "loyalty") -> str:
+    """One varied personal part that :func:`personal_part` keeps whole and the shield passes composed.
+
+    Its first sentence is about ``focus`` (a key of :data:`retention.messaging.prompts.FOCUSES`);
+    a second sentence, drawn from another pool, follows 60 % of the time."""
+    from retention.messaging.compose import approved_copy, personal_part
+    from retention.messaging.prompts import tenure_band
+
+    shield = shield or default_shield()
+    connection, contract = plan_keys(plan)
+    pools = {"loyalty": APPRECIATION_BAND[tenure_band(tenure)], "plan": PLAN_LINES[connection] + PLAN_LINES[contract],
+             "help": HELP_LINES}
+    for _ in range(tries):
+        greeting = rng.choice(GREETINGS if name else NAMELESS_GREETINGS).format(name=name)
+        first, second = focus, rng.choice([k for k in pools if k != focus])
+        sentences = [rng.choice(pools[first])] + ([rng.choice(pools[second])] if rng.random() < 0.6 else [])
+        if greeting.endswith(",") and not sentences[0].startswith(("I ", "I'", "DSL")):
+            sentences[0] = sentences[0][0].lower() + sentences[0][1:]  # "Hi Maria, thanks for ..."
+        text = " ".join([greeting, *sentences])
+        if personal_part(text, name, pct, shield) == text and not shield.check(
+                f"{text} {approved_copy(pct, shield)}", name, pct):
+            return text
+    return rng.choice(GREETINGS if name else NAMELESS_GREETINGS).format(name=name).rstrip(",!") + "!"
 
 
 def name_for(customer_id: str) -> str:
@@ -79,15 +168,17 @@ def reference_message(name: str, tenure: int, plan: str, pct: int, rng: random.R
 
 
 def retention_examples(customers: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``n`` prompt/completion examples from Telco customers × random offers."""
+    """``n`` prompt/completion examples (personal parts) from Telco customers × random offers.
+
+    One customer in ten is nameless, so the model also learns the nameless greeting."""
     rng = random.Random(seed)
     rows = customers.sample(n=n, replace=n > len(customers), random_state=seed).to_dict("records")
     out = []
     for rec in rows:
         pct = rng.choice(OFFER_PERCENT)
-        record = {**rec, "name": name_for(rec["customerID"])}
+        record = {**rec, "name": "" if rng.random() < 0.1 else name_for(rec["customerID"])}
         facts = facts_from_record(record, pct)
-        text = reference_message(facts.name, facts.tenure_months, facts.plan, pct, rng)
+        text = personal_reference(facts.name, facts.tenure_months, facts.plan, pct, rng, focus=focus_of(facts))
         out.append({"source": "retention", "customerID": rec["customerID"], "name": facts.name, "offer_pct": pct,
                     "prompt": build_messages(facts), "completion": [{"role": "assistant", "content": text}]})
     return pd.DataFrame(out)

@@ -392,6 +392,12 @@ class Shield:
         except (OverflowError, ValueError):
             return None
 
+    def approved_copy(self, offer_pct: int) -> str:
+        """The approved copy of a decision (``approved_copy`` in the rules): the offer with its terms and
+        the reply keywords, or the check-in for 0 %, and the opt-out."""
+        rules = self.rules["approved_copy"]
+        return rules["offer"].format(pct=int(offer_pct)) if offer_pct > 0 else rules["no_offer"]
+
     def template(self, name: str, offer_pct: int) -> str:
         """The approved template for this decision: named when the name is usable and passes, else nameless."""
         key = "offer" if offer_pct > 0 else "no_offer"

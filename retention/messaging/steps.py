@@ -139,6 +139,7 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
 
     from retention import hardware
     from retention.data.pipeline import load_split
+    from retention.messaging.compose import compose_all
     from retention.messaging.ppo_text import sample_messages
     from retention.messaging.preferences import FAMILIES, build_preference_sets, parse_families, reward_prompt
     from retention.messaging.review import read_labels
@@ -188,12 +189,18 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
         mlflow.set_tag("uses.message-generator", gen_version.version)
         gen = mlflow.pyfunc.load_model(f"models:/{GENERATOR}/{gen_version.version}").unwrap_python_model()
         gen.model.to(_device())
-        norm_facts = _decisions(customers, r.normalisation_samples, r.seed, cycle=False)
-        sft_texts = sample_messages(gen.model, gen.tokenizer, norm_facts, cfg.ppo_text.max_new_tokens,
-                                    cfg.ppo_text.temperature, m.generation_batch_size, r.seed, bool(settings["bf16"]))
-        mlflow.log_table(pd.DataFrame({"name": [f.name for f in norm_facts], "offer_pct": [f.offer_pct for f in
-                                                                                          norm_facts],
-                                       "message": sft_texts}), "normalisation/sft_samples.json")
+        sampled_facts = _decisions(customers, r.normalisation_samples, r.seed, cycle=False)
+        sampled = sample_messages(gen.model, gen.tokenizer, sampled_facts, cfg.ppo_text.max_new_tokens,
+                                  cfg.ppo_text.temperature, m.generation_batch_size, r.seed, bool(settings["bf16"]))
+        composed = compose_all(sampled_facts, sampled)  # what PPO-text's reward scores: the message sent
+        mlflow.log_table(pd.DataFrame({"name": [f.name for f in sampled_facts],
+                                       "offer_pct": [f.offer_pct for f in sampled_facts], "sampled": sampled,
+                                       "message": [c or "" for c in composed]}), "normalisation/sft_samples.json")
+        kept = [(f, c) for f, c in zip(sampled_facts, composed, strict=True) if c]
+        norm_facts, sft_texts = [f for f, _ in kept], [c for _, c in kept]
+        if len(kept) < 2:  # a generator that writes nothing usable (the tests' tiny random model)
+            norm_facts, sft_texts = sampled_facts, sampled
+            mlflow.set_tag("reward.normalised_on_raw_samples", f"{len(kept)} usable personal parts: raw samples used")
         del gen
 
         summary = {}
@@ -261,7 +268,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging import plots as msg_plots
-    from retention.messaging.compose import write_messages
+    from retention.messaging.compose import compose_all, write_messages
     from retention.messaging.evaluate import evaluate_messages
     from retention.messaging.judge import judge, outcomes, win_rate
     from retention.messaging.model import log_generator
@@ -300,7 +307,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             # `train/`: one chart group, apart from the held-out `ppo_*` / `sft_*` evaluation metrics
             mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if v == v}, step=step)
 
-        result = train_ppo_text(gen.model, tok, proxy, train_facts, p, log=log, bf16=bf16, progress=progress)
+        result = train_ppo_text(gen.model, tok, proxy, train_facts, p, log=log, bf16=bf16, progress=progress,
+                                to_message=compose_all)
         policy = result.model
         mlflow.log_metrics({"train/seconds": result.seconds, "train/final_beta": result.beta})
 
@@ -364,7 +372,9 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
                 "gate.compared_to": f"{GENERATOR} v{sft_version.version} (SFT)",
                 **{f"gate.{k}": f"{v:.4f}" for k, v in gate_metrics.items()},
                 "gate.rubric_win_rate": f"{metrics['rubric_win_rate']:.4f}",
-                "gate.distinct_2": f"ppo {metrics['ppo_distinct_2']:.3f} / sft {metrics['sft_distinct_2']:.3f}"}
+                "gate.distinct_2": f"ppo {metrics['ppo_distinct_2']:.3f} / sft {metrics['sft_distinct_2']:.3f} "
+                                   f"(personal part: ppo {metrics['ppo_personal_distinct_2']:.3f} / "
+                                   f"sft {metrics['sft_personal_distinct_2']:.3f})"}
         for key, value in tags.items():
             client.set_model_version_tag(GENERATOR, version, key, value)
         write_cards(client, GENERATOR, version)
@@ -380,7 +390,8 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         print(f"  rubric win rate over SFT {rb.rate:.3f} [{rb.low:.3f}, {rb.high:.3f}]")
         print(f"  proxy win rate over SFT  {proxy_rate.rate:.3f}; KL to SFT {metrics['kl_to_sft']:.2f} nats/message")
         for key, label in (("shield_pass_rate", "shield pass rate before fallback"),
-                           ("factual_accuracy", "factual accuracy"), ("distinct_2", "distinct-2")):
+                           ("factual_accuracy", "factual accuracy"), ("distinct_2", "distinct-2"),
+                           ("personal_distinct_2", "distinct-2 of the personal part")):
             print(f"  {label:33s} sft {metrics['sft_' + key]:.3f} -> ppo {metrics['ppo_' + key]:.3f}")
         if reasons:
             print("  gate: " + "; ".join(reasons))
@@ -502,6 +513,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         for key, label in (("shield_pass_rate", "shield pass rate before fallback"),
                            ("factual_accuracy", "factual accuracy")):
             print(f"  {label:33s} base {b[key]:.1%} -> sft {s_[key]:.1%}")
-        print(f"  distinct-2: base {b['distinct_2']:.2f} -> sft {s_['distinct_2']:.2f}; "
+        print(f"  distinct-2: base {b['distinct_2']:.2f} -> sft {s_['distinct_2']:.2f} (personal part "
+              f"{b['personal_distinct_2']:.2f} -> {s_['personal_distinct_2']:.2f}); "
               f"median length {b['length_p50']:.0f} -> {s_['length_p50']:.0f} chars")
         return run.info.run_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -170,10 +171,29 @@ def test_prompt_carries_the_facts(tiny):
     facts = facts_from_record({"name": "Maria", "tenure": "34", "InternetService": "Fiber optic",
                                "Contract": "Two year", "MonthlyCharges": 89.1}, 10)
     user = build_messages(facts)[1]["content"]
-    for piece in ("Maria", "34 months", "Fiber optic internet, two year", "89.10", "10% off"):
+    for piece in ("Maria", "A customer for years", "fiber internet, two year", "About: "):
         assert piece in user
+    # the generator writes only the personal part: no number it must not repeat is in its prompt
+    assert not re.search(r"\d", " ".join(m["content"] for m in build_messages(facts)))
     prompt = render_prompt(tok, facts)
     assert prompt.rstrip().endswith("<|im_start|>assistant") and "Maria" in prompt
+
+
+def test_the_prompt_is_short_and_its_focus_stable_and_varied():
+    """At most 64 tokens with SmolLM2's tokenizer (a real one: the tests' tiny one is not it), and every
+    focus turns up across customers while one customer always gets the same one."""
+    from retention.messaging.prompts import FOCUSES, focus_of
+
+    records = [{"name": name, "tenure": t, "InternetService": net, "Contract": contract, "MonthlyCharges": 20.0 + t}
+               for name in ("Maria", "Bartholomew", "") for t in (1, 12, 60)
+               for net in ("Fiber optic", "DSL", "No") for contract in ("Month-to-month", "Two year")]
+    facts = [facts_from_record(r, 10) for r in records]
+    assert {focus_of(f) for f in facts} == set(FOCUSES)
+    again = [facts_from_record(r, 5) for r in records]
+    assert [focus_of(f) for f in facts] == [focus_of(f) for f in again]  # the offer does not change it
+    tok = base_model.smollm_tokenizer()
+    lengths = [len(tok(render_prompt(tok, f), add_special_tokens=False)["input_ids"]) for f in facts]
+    assert max(lengths) <= 64, max(lengths)
 
 
 def test_prompt_builder_defuses_hostile_fields():
@@ -182,7 +202,7 @@ def test_prompt_builder_defuses_hostile_fields():
                                "MonthlyCharges": float("nan")}, 5)
     assert facts.name == "" and facts.tenure_months == 0 and facts.monthly_charges == 0.0
     text = " ".join(m["content"] for m in build_messages(facts))
-    assert "90" not in text and "Ignore" not in text and "5% off" in text
+    assert "90" not in text and "Ignore" not in text and "system:" not in text
 
 
 # ----------------------------------------------------------------------------- SFT data
@@ -205,7 +225,36 @@ def test_retention_examples_are_deterministic_and_well_formed():
     assert a["completion"].tolist() == b["completion"].tolist()
     row = a.iloc[0]
     assert [m["role"] for m in row["prompt"]] == ["system", "user"] and row["completion"][0]["role"] == "assistant"
-    assert row["name"] == name_for(row["customerID"]) and row["name"] in row["completion"][0]["content"]
+    assert row["name"] in ("", name_for(row["customerID"])) and row["name"] in row["completion"][0]["content"]
+
+
+def test_personal_references_are_varied_whole_personal_parts_that_pass_the_shield_composed():
+    """Each reference is what the serving decoder would keep of itself (a greeting and at most two
+    sentences, no number or offer word), greets by name or without one, and follows its focus."""
+    from retention.messaging.compose import approved_copy, personal_part
+    from retention.messaging.prompts import focus_of
+    from retention.messaging.sft_data import APPRECIATION_BAND, HELP_LINES, split_greeting
+
+    customers = pd.DataFrame({"customerID": [f"C{i}" for i in range(300)], "tenure": [i % 72 for i in range(300)],
+                              "InternetService": ["DSL", "Fiber optic", "No"] * 100,
+                              "Contract": ["One year", "Month-to-month"] * 150, "MonthlyCharges": 50.0})
+    rows = retention_examples(customers, 300, seed=3)
+    shield, texts = default_shield(), []
+    for r in rows.itertuples():
+        text = r.completion[0]["content"]
+        texts.append(text)
+        assert personal_part(text, r.name, r.offer_pct, shield) == text, text
+        assert not shield.check(f"{text} {approved_copy(r.offer_pct)}", r.name, r.offer_pct), text
+        assert not re.search(r"\d", text) and (r.name in text if r.name else "there" in text or "!" in text)
+        facts = facts_from_record({**customers.set_index("customerID").loc[r.customerID].to_dict(),
+                                   "name": r.name}, r.offer_pct)
+        greeting, first = split_greeting(text)
+        assert greeting, text
+        pool = {"loyalty": [s for band in APPRECIATION_BAND.values() for s in band], "help": list(HELP_LINES)}
+        if focus_of(facts) in pool:
+            assert any(first.lower().startswith(s.lower()[:20]) for s in pool[focus_of(facts)]), (focus_of(facts), text)
+    assert (rows["name"] == "").mean() > 0.03  # nameless greetings are learned too
+    assert len(set(texts)) > 0.8 * len(texts)
 
 
 def test_oasst_examples_become_conversations():

@@ -251,6 +251,28 @@ def test_domain_pairs_have_a_good_chosen_and_a_named_failure():
     assert pairs["pair_id"].is_unique and domain_pairs(_customers(60), 60, list(FAMILIES), 3).equals(pairs)
 
 
+def test_personal_families_differ_in_the_personal_part_only_balanced_in_length_and_mostly_pass_the_shield():
+    """Pairs about what the shield does not decide: the same approved copy and greeting on both sides,
+    one sentence replaced by one of about the same length, so length is no shortcut."""
+    from retention.messaging.compose import approved_copy
+    from retention.messaging.preferences import PERSONAL_FAMILIES
+
+    shield = default_shield()
+    pairs = domain_pairs(_customers(200), 200, list(PERSONAL_FAMILIES), seed=5)
+    longer, passed = [], []
+    for r in pairs.to_dict("records"):
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        copy = approved_copy(r["offer_pct"])
+        assert chosen.endswith(copy) and rejected.endswith(copy) and chosen != rejected
+        assert chosen.split()[0] == rejected.split()[0]  # the same greeting
+        assert not shield.check(chosen, r["name"], r["offer_pct"])
+        passed.append(not shield.check(rejected, r["name"], r["offer_pct"]))
+        if r["family"] != "repetitive":  # saying a sentence twice is longer by nature
+            longer.append(len(rejected) > len(chosen))
+    assert 0.3 <= np.mean(longer) <= 0.7, np.mean(longer)
+    assert np.mean(passed) >= 0.8, np.mean(passed)
+
+
 def test_proxy_and_gold_sets_are_independent_and_held_out_families_stay_out_of_the_proxy():
     cfg = _reward_cfg(domain_pairs=100, hh_pairs=10, oasst_pairs=4, eval_hh_pairs=5,
                       held_out_families="pressure,leaked_price,off_topic")
@@ -484,14 +506,18 @@ def test_a_human_label_from_the_review_sheet_moves_the_proxy(tmp_path, one_threa
     assert with_labels > without + 0.05 and reversed_labels < without, (without, with_labels, reversed_labels)
 
 
-def test_the_reward_model_prefers_the_warm_specific_message_on_held_out_customers(one_thread):
-    """Trained on warm-vs-generic pairs of some customers, it ranks other customers' pairs the same way."""
+@pytest.mark.parametrize(("trained", "held"), [(["generic", "off_topic"], ["generic"]),
+                                              (["bland", "irrelevant"], ["bland"])],
+                         ids=["whole-message", "personal-part"])
+def test_the_reward_model_prefers_the_warm_specific_message_on_held_out_customers(one_thread, trained, held):
+    """Trained on warm-vs-generic pairs of some customers, it ranks other customers' pairs the same way:
+    whole messages, and personal parts that differ in one sentence of about the same length."""
     from retention.messaging.reward_model import pairwise_accuracy, reward_backbone, train_reward_model
     from retention.messaging.sft import training_settings
 
     customers = _customers(160)
-    train = domain_pairs(customers.iloc[:100], 64, ["generic", "off_topic"], seed=0)
-    held_out = domain_pairs(customers.iloc[100:], 40, ["generic"], seed=1)
+    train = domain_pairs(customers.iloc[:100], 64, trained, seed=0)
+    held_out = domain_pairs(customers.iloc[100:], 40, held, seed=1)
     assert not set(train["customerID"]) & set(held_out["customerID"])
     cfg = _reward_cfg(per_device_train_batch_size=8, learning_rate=5e-3, max_length=256)
     settings = training_settings(load_config("smoke", {"messaging.train_dtype": "float32",
@@ -503,3 +529,24 @@ def test_the_reward_model_prefers_the_warm_specific_message_on_held_out_customer
     _, after = pairwise_accuracy(result.model, tok, held_out, max_length=256)
     assert after["pairs_scored"] == len(held_out)
     assert after["accuracy"] >= 0.9 and after["accuracy"] > before["accuracy"], (before, after)
+
+
+def test_a_dialogue_too_long_keeps_its_final_turns_and_is_scored():
+    from retention.messaging.reward_model import _fitted_ids, _sequence_ids, reward_backbone, score
+
+    model, tok = reward_backbone("tiny-random")
+    turns = []
+    for i in range(12):
+        turns += [{"role": "user", "content": f"question number {i} about the weather and the sea " * 3},
+                  {"role": "assistant", "content": f"answer {i} about the sea " * 3}]
+    dialogue = turns + [{"role": "user", "content": "and the last question?"}]
+    whole = _sequence_ids(tok, dialogue, "the final answer")
+    fitted = _fitted_ids(tok, dialogue, "the final answer", max_length=len(whole) // 3)
+    assert len(fitted) <= len(whole) // 3
+    assert "the final answer" in tok.decode(fitted)
+    assert "and the last question?" in tok.decode(fitted) and "question number 0 " not in tok.decode(fitted)
+    short = [{"role": "user", "content": "hi"}]
+    assert _fitted_ids(tok, short, "hello", max_length=512) == _sequence_ids(tok, short, "hello")
+    scores = score(model, tok, [dialogue, short], ["the final answer", "hello"], max_length=len(whole) // 3)
+    assert np.isfinite(scores).all()
+    assert np.isnan(score(model, tok, [short], ["word " * 400], max_length=64)).all()  # a long reply still drops
