@@ -6,8 +6,9 @@ Run in the project folder after ``make run``::
 
 It starts ``mlflow ui`` on the project's tracking store (as ``make ui`` does) on a free port and
 photographs: the experiment's runs (``workflowType=machine_learning``: the view the README
-describes), its traces, the ``evaluate_policy`` run, the ``outcome_report`` run, and the
-``retention-policy`` model's versions. It also copies the ``outcome_report`` run's plots to
+describes), its traces, the ``evaluate_policy`` run, the ``outcome_report`` run, the
+``retention-policy`` model's versions and its champion version's page, and the ``retention`` model's
+stage-transition table (experiment ``registry-history``). It also copies the ``outcome_report`` run's plots to
 ``docs/img/outcome-*.png``. Needs Debian's ``chromium``; nothing here is used by tests.
 """
 
@@ -81,6 +82,15 @@ def main() -> None:
         pages = {"ui-runs.png": f"{base}/#/experiments/{e}/runs?workflowType=machine_learning",
                  "ui-traces.png": f"{base}/#/experiments/{e}/traces",
                  "ui-registry.png": f"{base}/#/models/retention-policy"}
+        champion = mlflow.MlflowClient().get_model_version_by_alias("retention-policy", "champion")
+        pages["ui-model-version.png"] = f"{base}/#/models/retention-policy/versions/{champion.version}"
+        history = mlflow.get_experiment_by_name("registry-history")
+        if history is not None:
+            found = mlflow.search_runs([history.experiment_id], filter_string="tags.`mlflow.runName` = 'retention'",
+                                       max_results=1, output_format="list")
+            if found:
+                pages["ui-registry-history.png"] = (f"{base}/#/experiments/{history.experiment_id}/runs/"
+                                                    f"{found[0].info.run_id}/artifacts/stage_transitions.json")
         for step in ("evaluate_policy", "outcome_report"):
             run = latest(e, step)
             if run is not None:

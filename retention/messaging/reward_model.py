@@ -104,12 +104,13 @@ def _sequence_ids(tokenizer, prompt: list[dict], response: str) -> list[int]:
 def _fitted_ids(tokenizer, prompt: list[dict], response: str, max_length: int | None) -> list[int]:
     """:func:`_sequence_ids`, keeping the **final turns** of a dialogue too long for ``max_length``:
     the earliest exchange (a user turn and its answer) goes first, then the next, down to the last
-    user turn. What still does not fit is returned whole (and dropped by the caller)."""
-    messages = list(prompt)
-    ids = _sequence_ids(tokenizer, messages, response)
-    while max_length is not None and len(ids) > max_length and len(messages) > 1:
-        messages = messages[2:] if len(messages) > 2 else messages[1:]
-        ids = _sequence_ids(tokenizer, messages, response)
+    user turn; a system prompt stays. What still does not fit is returned whole (the caller drops it)."""
+    head = list(prompt[:1]) if prompt and prompt[0].get("role") == "system" else []  # a system prompt stays
+    body = list(prompt[len(head):])
+    ids = _sequence_ids(tokenizer, head + body, response)
+    while max_length is not None and len(ids) > max_length and len(body) > 1:
+        body = body[2:] if len(body) > 2 else body[1:]
+        ids = _sequence_ids(tokenizer, head + body, response)
     return ids
 
 

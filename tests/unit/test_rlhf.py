@@ -324,7 +324,11 @@ def test_tiny_reward_model_trains_counts_what_it_drops_and_scores_through_its_py
     assert result.dropped == {k: int(v) for k, v in expected_dropped.items() if v}  # RewardTrainer drops, not truncates
     assert sum(result.kept.values()) + sum(result.dropped.values()) == len(pairs) and result.history
     rows, summary = pairwise_accuracy(result.model, tok, pairs, max_length=max_length)
-    assert summary["pairs_dropped"] == sum(result.dropped.values()) and "accuracy_domain" in summary
+    # scoring keeps the final turns of a dialogue too long (training drops it): only single-turn pairs drop
+    single = pairs["prompt"].map(lambda p: len([m for m in p if m["role"] != "system"]) == 1).to_numpy()
+    long_single = (np.array(lengths) > max_length) & single
+    assert long_single.sum() <= summary["pairs_dropped"] <= sum(result.dropped.values())
+    assert "accuracy_domain" in summary
     assert any(k.startswith("accuracy_domain_") for k in summary)
 
     facts = [facts_for(r, 10) for r in _customers(6).to_dict("records")]
