@@ -95,8 +95,9 @@ def main() -> None:
             run = latest(e, step)
             if run is not None:
                 pages[f"ui-{step.replace('_', '-')}.png"] = f"{base}/#/experiments/{e}/runs/{run.info.run_id}"
+        tall = {"ui-model-version.png": 1900}  # the version's tags sit below its card
         for name, url in pages.items():
-            shoot(url, OUT / name)
+            shoot(url, OUT / name, height=tall.get(name, 950))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from retention.tracking import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND
+
 HISTORY_EXPERIMENT = "registry-history"
 HISTORY_TABLE = "stage_transitions.json"
 MODEL_TAG = "retention.registered_model"
@@ -47,7 +49,8 @@ def history_run_id(client: MlflowClient, name: str, *, create: bool = True) -> s
             return None
         experiment_id = client.create_experiment(
             HISTORY_EXPERIMENT, tags={"mlflow.note.content": "Stage transitions of every registered model: one "
-                                      "run per model, its table `stage_transitions.json` (Artifacts tab)."})
+                                      "run per model, its table `stage_transitions.json` (Artifacts tab).",
+                                      EXPERIMENT_KIND: CUSTOM_MODEL_DEVELOPMENT})  # opens on its runs
     else:
         experiment_id = experiment.experiment_id
     quoted = name.replace("'", "\\'")

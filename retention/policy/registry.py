@@ -103,7 +103,7 @@ def comparison_line(evaluation: Evaluation, name: str) -> str:
     violations = row.get("violations_mean")
     if violations is not None and not pd.isna(violations):
         parts.append(f"{violations:g} violations")
-    if name in evaluation.paired.index:
+    if name in evaluation.paired.index and name != evaluation.reference:
         d = evaluation.paired.loc[name]
         parts.append(f"vs {evaluation.reference} {interval(d['diff'], d['lo'], d['hi'], '+')}")
     return "; ".join(parts) + " (95 % intervals)"
