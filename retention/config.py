@@ -633,9 +633,10 @@ class ServingConfig:
     generation_batch_size:
         Messages generated together (left-padded). Larger batches amortise each decoding step.
     max_new_tokens:
-        Cap on generated tokens at serving time (0: the generator's own ``max_new_tokens``). 56
-        tokens is about 200 characters, the shield's SMS limit, so a longer text would be blocked
-        anyway; the cap stops a rambling sequence from holding up its whole batch.
+        Cap on generated tokens at serving time (0: the generator's own ``max_new_tokens``). The
+        serving decoder writes the personal part only and stops at 32 tokens
+        (:data:`retention.messaging.compose.PERSONAL_MAX_TOKENS`) whatever this says; a lower cap
+        shortens it further.
     generation_dtype:
         ``auto`` (bfloat16 on CUDA, or on a CPU whose bfloat16 matmul measures at least 1.3x faster
         than float32, i.e. one with AMX / AVX512-BF16 units; float32 otherwise, see
