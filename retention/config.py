@@ -868,6 +868,8 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
         return {"risk.n_trials": 30, "accept.n_trials": 30, "risk.n_jobs": -1, "accept.n_jobs": -1,
                 "ppo.total_timesteps": 10_000_000, "ppo.num_envs": 64, "eval.campaigns": 1000,
                 "messaging.base_model": "facebook/opt-350m", "messaging.load_in_8bit": True,
+                # OPT's linear layers (the default names SmolLM2's llama blocks)
+                "messaging.lora_target_modules": "q_proj,k_proj,v_proj,out_proj,fc1,fc2",
                 "messaging.max_steps": 1000, "messaging.sft_examples": 8000, "messaging.eval_prompts": 400,
                 "reward.domain_pairs": 8000, "reward.hh_pairs": 4000, "reward.oasst_pairs": 400,
                 "reward.eval_hh_pairs": 800, "reward.max_steps": 1000, "reward.gold_max_steps": 1000,

@@ -53,10 +53,10 @@ def history_run_id(client: MlflowClient, name: str, *, create: bool = True) -> s
                                       EXPERIMENT_KIND: CUSTOM_MODEL_DEVELOPMENT})  # opens on its runs
     else:
         experiment_id = experiment.experiment_id
-    quoted = name.replace("'", "\\'")
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{MODEL_TAG}` = '{quoted}'", max_results=1)
-    if found:
-        return found[0].info.run_id
+    # matched here, not in a filter string: a name may hold a quote, which MLflow's filter keeps escaped
+    for run in client.search_runs([experiment_id], max_results=1000):
+        if run.data.tags.get(MODEL_TAG) == name:
+            return run.info.run_id
     if not create:
         return None
     run = client.create_run(experiment_id, run_name=name, tags={MODEL_TAG: name})

@@ -284,7 +284,7 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
     to_message:
         ``to_message(facts, texts) -> messages``: what a customer would receive of each sampled text
         (the step passes the personal part + approved copy, :func:`retention.messaging.compose.compose_all`);
-        None where nothing usable was written, which scores as blocked. The reward model and the
+        None where nothing usable was written, which scores as blocked (with ``use_shield``). The reward model and the
         shield judge the messages; the policy is trained on the sampled tokens. None: the texts themselves.
     """
     from retention.messaging.shield import default_shield

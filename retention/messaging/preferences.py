@@ -31,6 +31,14 @@ and not the wording. One function per family; examples for Maria, 34 months on D
 ``no_opt_out`` (the opt-out is missing)
     "Hi Maria! Enjoy 10% off your DSL plan for the next 3 months. Reply YES to accept."
 
+Personal-part families
+----------------------
+``bland``, ``irrelevant``, ``guilt``, ``word_promise`` and ``repetitive`` judge what the shield mostly
+does not decide. Their *chosen* message is in the served form (:func:`composed_reference`: a personal
+reference and the approved copy), and the *rejected* one is always a minimal pair: the same greeting
+and approved copy, one sentence of the personal part replaced by the family's sentence nearest in
+length (longer or shorter at random), or said twice.
+
 Splits
 ------
 Customers are split by a stable hash of ``customerID`` into *proxy* (trains the reward model that

@@ -1,8 +1,8 @@
 """Prompt builder: customer facts + decision -> chat messages -> the model's chat template.
 
 Input fields are untrusted. The name goes through :func:`retention.messaging.shield.usable_name`,
-numbers are formatted from parsed values, and categorical fields are reduced to short plain
-words, so no request field can carry instructions into the prompt.
+numeric fields are parsed (the prompt states tenure in words, never a number), and categorical
+fields are reduced to short plain words, so no request field can carry instructions into the prompt.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def focus_of(facts: MessageFacts) -> str:
 
 
 def build_messages(facts: MessageFacts) -> list[dict[str, str]]:
-    """The generator's chat prompt: name, tenure in words, plan and focus; no number (at most 64 tokens)."""
+    """The generator's chat prompt: name, tenure in words, plan and focus; no number (54-64 tokens with
+    SmolLM2's tokenizer on Telco's values; a long name or plan field adds to it)."""
     user = (f"Name: {facts.name or '(none)'}. "
             f"{TENURE_WORDS[tenure_band(facts.tenure_months)].capitalize()}. "
             f"Plan: {facts.plan.replace('Fiber optic', 'fiber')}. "

@@ -5,7 +5,7 @@ the offer and the opt-out are approved copy (:mod:`retention.messaging.compose`)
 come from a documented, seeded phrase bank (:func:`personal_reference`): a greeting (named, or
 nameless when the customer has no usable name), then one or two sentences drawn from appreciation
 fitted to the tenure band, lines about the customer's plan (fiber, DSL, phone only; a flexible or
-a contract plan) and offers of help, in four tones. Each reference is what :func:`~retention.
+a contract plan) and offers of help. Each reference is what :func:`~retention.
 messaging.compose.personal_part` would keep of itself, and the composed message passes the shield;
 candidates that do not are redrawn.
 

@@ -178,6 +178,14 @@ def test_copy_to_an_environment_registry(client):
     assert tags["copied"].startswith("from m v3 by ana@example.org") and tags["copied"].endswith("release 42")
     # its own history, not the source's
     assert [h["to"] for h in transition_history(client, "prod.m", str(dst.version))] == [PRODUCTION]
+    # the history of a name with a quote stays in one run, found again
+    from retention import stage_log
+
+    row = {"version": "1", "from": "None", "to": PRODUCTION, "who": "ana", "when": "2026-12-03T00:00:00", "why": "x",
+           "forced": False}
+    stage_log.append(client, "it's", row)
+    stage_log.append(client, "it's", {**row, "to": ARCHIVED})
+    assert [r["to"] for r in stage_log.read(client, "it's", "1")] == [PRODUCTION, ARCHIVED]
     with pytest.raises(TransitionRefused, match="cannot be champion"):
         copy_version(client, "m", "2", "prod.m", alias="champion")
 
