@@ -10,15 +10,12 @@ the registry (a copy to ``prod.NAME`` starts its own history there).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from retention.tracking import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND
+from retention.tracking import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND, environment
 
 HISTORY_EXPERIMENT = "registry-history"
 HISTORY_TABLE = "stage_transitions.json"
@@ -26,19 +23,8 @@ MODEL_TAG = "retention.registered_model"
 COLUMNS = ("version", "from", "to", "who", "when", "why", "forced")
 
 
-@contextmanager
-def _no_artifact_bars() -> Iterator[None]:
-    """log_table and load_table move a tiny file: MLflow's per-file download bar would be noise."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+# log_table and load_table move a tiny file: MLflow's per-file download bar would be noise
+QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def history_run_id(client: MlflowClient, name: str, *, create: bool = True) -> str | None:
@@ -67,7 +53,7 @@ def history_run_id(client: MlflowClient, name: str, *, create: bool = True) -> s
 def append(client: MlflowClient, name: str, row: dict[str, Any]) -> None:
     """Append one transition (the keys of :data:`COLUMNS`) to ``name``'s table."""
     frame = pd.DataFrame([{c: row[c] for c in COLUMNS}])
-    with _no_artifact_bars():
+    with environment(**QUIET):
         client.log_table(history_run_id(client, name), data=frame, artifact_file=HISTORY_TABLE)
 
 
@@ -77,7 +63,7 @@ def read(client: MlflowClient, name: str, version: str | None = None) -> list[di
     if run_id is None:
         return []
     experiment_id = client.get_run(run_id).info.experiment_id
-    with _no_artifact_bars():
+    with environment(**QUIET):
         table = client.load_table(experiment_id, HISTORY_TABLE, run_ids=[run_id])
     if table.empty:
         return []
