@@ -155,12 +155,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(grams) / total if total else 0.0
 
 
-def personal_of(text: str, offer_pct: int, shield: Shield) -> str:
-    """The part of a message before its decision's approved copy (the whole text when it has none)."""
-    copy = shield.approved_copy(offer_pct)
-    return text[:-len(copy)].strip() if text.endswith(copy) else text
-
-
 @dataclass
 class MessageReport:
     metrics: dict[str, float]
@@ -197,8 +191,8 @@ def evaluate_messages(generate: Generate, cases: Sequence[MessageFacts], shield:
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         # what the model wrote: the message before its approved copy (the copy repeats by design)
-        "personal_distinct_2": distinct_n([personal_of(t, f.offer_pct, shield) for f, t in zip(cases, texts,
-                                                                                                strict=True)], 2),
+        "personal_distinct_2": distinct_n([shield.split_copy(t, f.offer_pct)[0] for f, t in zip(cases, texts,
+                                                                                                 strict=True)], 2),
         "n": float(len(samples)),
     }
     return MessageReport(metrics, samples)

@@ -65,7 +65,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from retention.messaging.prompts import MessageFacts, facts_from_record
+from retention.messaging.compose import compose
+from retention.messaging.prompts import MessageFacts, facts_from_record, focus_of
 from retention.messaging.sft_data import (
     FIRST_NAMES,
     OPT_OUTS,
@@ -75,6 +76,7 @@ from retention.messaging.sft_data import (
     reference_message,
     split_greeting,
 )
+from retention.messaging.shield import default_shield
 from retention.offers import OFFER_PERCENT
 
 COLUMNS = ("pair_id", "source", "family", "customerID", "name", "offer_pct", "prompt", "chosen", "rejected")
@@ -242,12 +244,6 @@ WORD_PROMISES = ("We'll look after you no matter what.", "Nothing will ever go w
                  "We'll fix everything for you, guaranteed.", "Your internet will never drop again.")
 
 
-def _personal_and_copy(text: str) -> tuple[str, str]:
-    """``(personal part, approved copy)`` of a composed message (see :func:`composed_reference`)."""
-    personal, sep, copy = text.partition(" \x1f")
-    return (personal, copy) if sep else (text, "")
-
-
 def _closest(options: Sequence[str], length: int, rng: random.Random) -> str:
     """The option closest to ``length`` characters, on a side (longer or not) chosen at random, so a
     rejected personal part is longer than the chosen one about half the time."""
@@ -265,7 +261,7 @@ def _greeting_and_sentences(personal: str) -> tuple[str, list[str]]:
 def _personal_family(pool: Sequence[str]):
     """A family that replaces one sentence of the personal part with one from ``pool`` (closest in length)."""
     def transform(text: str, facts: MessageFacts, rng: random.Random) -> str:
-        personal, copy = _personal_and_copy(text)
+        personal, copy = default_shield().split_copy(text, facts.offer_pct)
         greeting, sentences = _greeting_and_sentences(personal)
         if not sentences:
             sentences = [""]
@@ -281,7 +277,7 @@ def _personal_family(pool: Sequence[str]):
 
 def repetitive(text: str, facts: MessageFacts, rng: random.Random) -> str:
     """The personal part says the same thing twice ("thanks for being with us. Thanks for being with us.")."""
-    personal, copy = _personal_and_copy(text)
+    personal, copy = default_shield().split_copy(text, facts.offer_pct)
     greeting, sentences = _greeting_and_sentences(personal)
     first = sentences[0] if sentences else "thanks for being with us."
     return " ".join(x for x in (greeting, first, first[:1].upper() + first[1:], copy) if x)
@@ -304,14 +300,10 @@ FAMILIES: dict[str, Callable[[str, MessageFacts, random.Random], str]] = {
 
 def composed_reference(facts: MessageFacts, rng: random.Random) -> str:
     """A served-form message: a personal reference (:func:`~retention.messaging.sft_data.personal_reference`)
-    and the approved copy, joined by a marker (``" \x1f"``) that the personal families split on and
-    :func:`domain_pairs` removes."""
-    from retention.messaging.compose import approved_copy
-    from retention.messaging.prompts import focus_of
-
+    and the approved copy (:func:`~retention.messaging.compose.compose`)."""
     personal = personal_reference(facts.name, facts.tenure_months, facts.plan, facts.offer_pct, rng,
                                   focus=focus_of(facts))
-    return f"{personal} \x1f{approved_copy(facts.offer_pct)}"
+    return compose(personal, facts)
 
 
 def parse_families(value: str, setting: str = "reward.held_out_families") -> list[str]:
@@ -370,8 +362,7 @@ def domain_pairs(customers: pd.DataFrame, n: int, families: Sequence[str], seed:
         facts = facts_for(rec, pct)
         if family in PERSONAL_FAMILIES:  # the served form; the rejected one differs in the personal part only
             chosen = composed_reference(facts, rng)
-            rejected = FAMILIES[family](chosen, facts, rng).replace(" \x1f", " ")
-            chosen = chosen.replace(" \x1f", " ")
+            rejected = FAMILIES[family](chosen, facts, rng)
         else:
             chosen = reference_message(facts.name, facts.tenure_months, facts.plan, pct, rng)
             base = chosen if rng.random() < 0.5 else reference_message(facts.name, facts.tenure_months, facts.plan,

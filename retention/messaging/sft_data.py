@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 
 import pandas as pd
 
 from retention.data.preferences import ASSISTANT_TAG, HUMAN_TAG
-from retention.messaging.prompts import build_messages, facts_from_record, focus_of
+from retention.messaging.compose import approved_copy, personal_part
+from retention.messaging.prompts import build_messages, facts_from_record, focus_of, tenure_band
 from retention.messaging.shield import Shield, default_shield
 from retention.offers import OFFER_PERCENT
 
@@ -94,8 +96,6 @@ HELP_LINES = ("We're here whenever you need us.", "If anything feels off, we're 
 
 def split_greeting(text: str) -> tuple[str, str]:
     """``(greeting, rest)`` of a personal part that opens with one of the bank's greetings (any name)."""
-    import re
-
     forms = sorted(GREETINGS + NAMELESS_GREETINGS, key=len, reverse=True)
     for form in forms:
         pattern = "^" + re.escape(form).replace(re.escape("{name}"), r"[^\s,!]+(?: [^\s,!]+)?") + r"\s+"
@@ -118,9 +118,6 @@ def personal_reference(name: str, tenure: int, plan: str, pct: int, rng: random.
 
     Its first sentence is about ``focus`` (a key of :data:`retention.messaging.prompts.FOCUSES`);
     a second sentence, drawn from another pool, follows 60 % of the time."""
-    from retention.messaging.compose import approved_copy, personal_part
-    from retention.messaging.prompts import tenure_band
-
     shield = shield or default_shield()
     connection, contract = plan_keys(plan)
     pools = {"loyalty": APPRECIATION_BAND[tenure_band(tenure)], "plan": PLAN_LINES[connection] + PLAN_LINES[contract],

@@ -398,6 +398,12 @@ class Shield:
         rules = self.rules["approved_copy"]
         return rules["offer"].format(pct=int(offer_pct)) if offer_pct > 0 else rules["no_offer"]
 
+    def split_copy(self, text: str, offer_pct: int) -> tuple[str, str]:
+        """``(what comes before, approved copy)`` of a message that ends with its decision's approved
+        copy; ``(text, "")`` when it does not."""
+        copy = self.approved_copy(offer_pct)
+        return (text[:-len(copy)].strip(), copy) if text.endswith(copy) else (text, "")
+
     def template(self, name: str, offer_pct: int) -> str:
         """The approved template for this decision: named when the name is usable and passes, else nameless."""
         key = "offer" if offer_pct > 0 else "no_offer"
