@@ -637,6 +637,13 @@ class ServingConfig:
         serving decoder writes the personal part only and stops at 32 tokens
         (:data:`retention.messaging.compose.PERSONAL_MAX_TOKENS`) whatever this says; a lower cap
         shortens it further.
+    temperature, top_k:
+        How the serving decoder picks each token of the personal part: sampled from the ``top_k``
+        most likely allowed tokens at ``temperature`` (transformers' sampling defaults, 1.0 and 50),
+        with a random stream seeded by the prompt, so the same facts always get the same message.
+        ``temperature`` 0 decodes greedily. On the 09d52ba SFT champion and 400 held-out prompts
+        (bf16 EPYC), greedy decoding wrote a personal-part distinct-2 of 0.066 and sampling 0.254,
+        with a shield pass rate of 100 % and 99.8 %. The generator gates decode the same way.
     generation_dtype:
         ``auto`` (bfloat16 on CUDA, or on a CPU whose bfloat16 matmul measures at least 1.3x faster
         than float32, i.e. one with AMX / AVX512-BF16 units; float32 otherwise, see
@@ -674,6 +681,8 @@ class ServingConfig:
     generation_time_budget_s: float = 20.0
     generation_batch_size: int = 64
     max_new_tokens: int = 56
+    temperature: float = 1.0
+    top_k: int = 50
     generation_dtype: str = "auto"
     generation_quantize: str = "none"
     days_left: int = 60
@@ -686,6 +695,9 @@ class ServingConfig:
         if not 0.0 <= self.holdout_share < 1.0:
             raise ConfigError(f"serving.holdout_share must be in [0, 1), got {self.holdout_share}: 0.1 keeps "
                               "10 % of customers out of every campaign")
+        if self.temperature < 0 or self.top_k < 0:
+            raise ConfigError(f"serving.temperature ({self.temperature}) and serving.top_k ({self.top_k}) must be "
+                              ">= 0: temperature 0 decodes greedily, top_k 0 samples from every allowed token.")
         if not 0.0 <= self.trace_sampling <= 1.0:
             raise ConfigError(f"serving.trace_sampling must be in [0, 1], got {self.trace_sampling}: the share of "
                               "requests traced (0.1 traces one in ten)")

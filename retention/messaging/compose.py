@@ -28,6 +28,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from retention.messaging.prompts import MessageFacts
+from retention.messaging.sampling import GREEDY, Sampling
 from retention.messaging.shield import Shield, default_shield
 
 MAX_PERSONAL_CHARS = 100  # the approved copy takes up to 91 of the SMS's 200 characters (and a space)
@@ -173,15 +174,18 @@ def compose_all(facts: Sequence[MessageFacts], texts: Sequence[str], shield: Shi
 
 
 def write_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, batch_size: int,
-                   progress: bool = False, shield: Shield | None = None) -> list[str | None]:
-    """The serving decoder: constrained greedy generation, the personal part kept, the approved copy added.
+                   progress: bool = False, shield: Shield | None = None,
+                   sampling: Sampling = GREEDY) -> list[str | None]:
+    """The serving decoder: constrained generation, the personal part kept, the approved copy added.
 
-    At most ``min(max_new_tokens, PERSONAL_MAX_TOKENS)`` tokens are written. None where the model
-    wrote nothing usable (the caller sends the template and says why).
+    ``sampling`` is the serving configuration's ``temperature`` and ``top_k``
+    (:meth:`Sampling.of <retention.messaging.sampling.Sampling.of>`), seeded per prompt; greedy by
+    default. At most ``min(max_new_tokens, PERSONAL_MAX_TOKENS)`` tokens are written. None where the
+    model wrote nothing usable (the caller sends the template and says why).
     """
     from retention.messaging.evaluate import generate_batch
 
     shield = shield or default_shield()
     raw = generate_batch(model, tokenizer, facts, min(max_new_tokens, PERSONAL_MAX_TOKENS), batch_size, progress,
-                         banned=forbidden_tokens(tokenizer, shield))
+                         banned=forbidden_tokens(tokenizer, shield), sampling=sampling)
     return compose_all(facts, raw, shield)

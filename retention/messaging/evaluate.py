@@ -10,8 +10,8 @@ then reports:
 * **length distribution**: mean, p10/p50/p90, share within 50–200 characters;
 * **distinct-1/2**: unique uni-/bi-grams over all generations (diversity);
 
-plus a samples table. Generation itself (:func:`generate_batch`) is greedy and batched, and stops at
-the chat template's end-of-turn token.
+plus a samples table. Generation itself (:func:`generate_batch`) is batched, greedy or sampled with a
+seed per prompt (:class:`~retention.messaging.sampling.Sampling`), and stops at the chat template's end-of-turn token.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import pandas as pd
 import torch
 
 from retention.messaging.prompts import MessageFacts, render_prompt
+from retention.messaging.sampling import GREEDY, Sampling, prompt_seed
 from retention.messaging.shield import FACT_RULES, Shield, default_shield, normalise
 
 Generate = Callable[[Sequence[MessageFacts]], list[str]]
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this, computing the prefix once is not worth it
+
 
 
 def shared_prefix_ids(tokenized: Sequence[Sequence[int]]) -> list[int]:
@@ -45,15 +47,17 @@ def shared_prefix_ids(tokenized: Sequence[Sequence[int]]) -> list[int]:
 
 
 def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, batch_size: int,
-                   progress: bool = False, share_prefix: bool = True, banned: torch.Tensor | None = None) -> list[str]:
-    """Greedy generation for each case, batched, left-padded, stopping at the end-of-turn token.
+                   progress: bool = False, share_prefix: bool = True, banned: torch.Tensor | None = None,
+                   sampling: Sampling = GREEDY) -> list[str]:
+    """Generation for each case, batched, left-padded, stopping at the end-of-turn token.
 
     With ``share_prefix``, the prompts' common leading tokens (the system prompt and the template's
     opening, about half of each prompt) go through the model once. Their key/value cache is
     copied into every batch, and each prompt's own tokens are left-padded *after* that prefix.
     Positions come from the attention mask, so this computes what the unshared prompts would.
     Decoding is :func:`greedy_decode`, which drops each sequence from the batch when it ends;
-    ``banned`` (a boolean mask over the vocabulary) are tokens it may never choose.
+    ``banned`` (a boolean mask over the vocabulary) are tokens it may never choose. With a sampling
+    ``sampling``, each prompt's draws are seeded by its own tokens (:func:`prompt_seed`).
     """
     from tqdm.auto import tqdm
     from transformers import DynamicCache
@@ -82,15 +86,17 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(own))
-        for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos, banned):
+        seeds = [prompt_seed(t) for t in tokenized[lo:lo + batch_size]]
+        for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos, banned, sampling, seeds):
             out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
 
 
 @torch.no_grad()
 def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int,
-                  eos: Sequence[int], banned: torch.Tensor | None = None) -> list[list[int]]:
-    """Greedy decoding that **drops each sequence from the batch when it ends**.
+                  eos: Sequence[int], banned: torch.Tensor | None = None, sampling: Sampling = GREEDY,
+                  seeds: Sequence[int] | None = None) -> list[list[int]]:
+    """Greedy (or seeded sampled) decoding that **drops each sequence from the batch when it ends**.
 
     ``ids`` are the (left-padded) tokens not yet in ``cache``; ``mask`` covers the cached prefix
     and ``ids``. Positions come from the mask, as in ``generate``. A finished row stops costing
@@ -98,6 +104,12 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     batch of short and long messages runs as fast as its remaining rows. Returns the new tokens of
     each row, without the end-of-turn token; the same tokens ``model.generate(do_sample=False)`` writes.
     ``banned`` tokens (a boolean mask over the vocabulary) get a score of minus infinity: never chosen.
+
+    With a sampling ``sampling``, row ``i`` draws with its own ``torch.Generator`` seeded by
+    ``seeds[i]`` (by its row number when none are given): the exponential race
+    ``argmax(p / E)``, ``E ~ Exp(1)``, which picks token ``t`` with probability ``p_t``, over the
+    ``top_k`` most likely allowed tokens at ``temperature``. A row's tokens do not depend on the
+    rest of its batch.
     """
     from transformers import DynamicCache
 
@@ -109,6 +121,10 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     out: list[list[int]] = [[] for _ in range(n)]
     step_ids, step_pos = ids, positions[:, -ids.shape[1]:]
     block = None
+    generators = None
+    if not sampling.greedy:
+        generators = [torch.Generator(device="cpu").manual_seed(int(seeds[i]) if seeds is not None else i)
+                      for i in range(n)]
     for _ in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits[:, -1, :]
@@ -118,7 +134,8 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
                 width = min(len(banned), logits.shape[-1])
                 block[:width] = banned[:width].to(logits.device)
             logits = logits.masked_fill(block, float("-inf"))
-        token = logits.argmax(dim=-1)
+        token = logits.argmax(dim=-1) if generators is None else _sample(logits, sampling, [generators[i] for i in
+                                                                                            alive.tolist()])
         done = torch.isin(token, stop)
         for row, tok, fin in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
             if not fin:
@@ -132,6 +149,17 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
     return out
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row: top-k at the temperature, drawn with that row's generator."""
+    scores = logits.float() / sampling.temperature
+    if 0 < sampling.top_k < scores.shape[-1]:
+        kth = scores.topk(sampling.top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).cpu()
+    race = torch.stack([torch.empty(probs.shape[-1]).exponential_(generator=g) for g in generators])
+    return (probs / race).argmax(dim=-1).to(logits.device)
 
 
 def factual(text: str, facts: MessageFacts, shield: Shield | None = None) -> bool:

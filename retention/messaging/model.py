@@ -77,12 +77,15 @@ class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
         self.shield = default_shield()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from retention.config import ServingConfig
         from retention.messaging.compose import write_messages
+        from retention.messaging.sampling import Sampling
 
         records = model_input.to_dict("records")
         facts = [facts_from_record(r, int(r.get("offer_pct", 0) or 0)) for r in records]
         raw = write_messages(self.model, self.tokenizer, facts, self.spec["max_new_tokens"],
-                             self.spec["generation_batch_size"], shield=self.shield) if facts else []
+                             self.spec["generation_batch_size"], shield=self.shield,
+                             sampling=Sampling.of(ServingConfig())) if facts else []
         rows = []
         for rec, f, text in zip(records, facts, raw, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=_when(rec.get("local_time")),

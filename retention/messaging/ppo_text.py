@@ -7,9 +7,11 @@ et al. (2024), "The N+ implementation details of RLHF with PPO", and Ziegler et 
   same weights with that adapter disabled (``with policy.disable_adapter():``), so one copy of the base
   model is in memory. A linear **value head** reads the policy's last hidden state (shared trunk).
 * **Rollouts** (:func:`sample`): pure sampling at ``temperature`` (no top-k, no top-p) until an
-  end-of-turn token or ``max_new_tokens``. Log-probabilities of policy and reference both come from
-  logits divided by the temperature (:func:`forward_pass`). No dropout anywhere (the adapter has none
-  and every model stays in eval mode).
+  end-of-turn token or ``max_new_tokens``, under the serving decoder's token mask (``banned``,
+  :func:`retention.messaging.compose.forbidden_tokens`) when one is given: the policy learns on the
+  texts serving can write. Log-probabilities of policy and reference both come from logits divided by
+  the temperature, with the same mask (:func:`forward_pass`), so both are the masked distributions.
+  No dropout anywhere (the adapter has none and every model stays in eval mode).
 * **Reward** (:func:`final_scores`, :func:`token_rewards`): for token t of a message,
   ``r_t = -beta (log pi(y_t) - log pi_ref(y_t))``; at the last real token the message's score is added.
   The score is ``reward_fn(facts, messages)`` (the proxy reward model, normalised so SFT samples score
@@ -100,8 +102,10 @@ def encode_prompts(tokenizer, facts: Sequence[MessageFacts]) -> tuple[torch.Tens
 # ----------------------------------------------------------------------------- rollouts
 @torch.no_grad()
 def sample(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,
-           eos: Sequence[int], pad: int, generator: torch.Generator | None = None):
-    """Pure sampling from ``softmax(logits / temperature)``, with a key/value cache.
+           eos: Sequence[int], pad: int, generator: torch.Generator | None = None,
+           banned: torch.Tensor | None = None):
+    """Pure sampling from ``softmax(logits / temperature)``, with a key/value cache; ``banned`` tokens
+    (a boolean mask over the vocabulary) are never drawn.
 
     Returns
     -------
@@ -124,7 +128,7 @@ def sample(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
     for t in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits[:, -1, :].float()
-        probs = torch.softmax(logits / temperature, dim=-1)
+        probs = torch.softmax(_masked(logits, banned) / temperature, dim=-1)
         token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         token = torch.where(done, torch.full_like(token, pad), token)
         tokens[:, t] = token
@@ -140,6 +144,16 @@ def sample(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
     return tokens, (~after_stop).long(), is_stop.any(1)
 
 
+def _masked(logits: torch.Tensor, banned: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with ``banned`` tokens (a vocabulary mask, padded or cut to the logits' width) at -inf."""
+    if banned is None:
+        return logits
+    block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    width = min(len(banned), logits.shape[-1])
+    block[:width] = banned[:width].to(logits.device)
+    return logits.masked_fill(block, float("-inf"))
+
+
 def decode(tokenizer, tokens: torch.Tensor, response_mask: torch.Tensor, eos: Sequence[int]) -> list[str]:
     """The message texts: each row's tokens before its end-of-turn token, special tokens skipped."""
     out = []
@@ -150,8 +164,10 @@ def decode(tokenizer, tokens: torch.Tensor, response_mask: torch.Tensor, eos: Se
 
 
 def forward_pass(model, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor,
-                 response_mask: torch.Tensor, temperature: float, value_head: ValueHead | None = None):
-    """Per-token log-probabilities of ``response`` (logits / temperature), entropies and values.
+                 response_mask: torch.Tensor, temperature: float, value_head: ValueHead | None = None,
+                 banned: torch.Tensor | None = None):
+    """Per-token log-probabilities of ``response`` (logits / temperature, ``banned`` tokens masked out),
+    entropies and values.
 
     Only the response positions' logits are computed (``logits_to_keep``). Returns ``(logprobs,
     entropy, values)``, each ``(B, R)``; ``values`` is None without a value head, ``entropy`` carries
@@ -166,11 +182,11 @@ def forward_pass(model, query: torch.Tensor, query_mask: torch.Tensor, response:
     # The heads run in float32 even under bf16 autocast: PPO's ratios exp(logp - logp_old) and the value
     # loss need more than bf16's 8 bits of mantissa.
     with torch.autocast(ids.device.type, enabled=False):
-        logits = out.logits[:, :-1].float() / temperature  # position i predicts response token i
+        logits = _masked(out.logits[:, :-1].float(), banned) / temperature  # position i predicts response token i
         logp_all = torch.log_softmax(logits, dim=-1)
         logprobs = logp_all.gather(-1, response[..., None]).squeeze(-1)
-        with torch.no_grad():
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        with torch.no_grad():  # masked tokens have probability 0 and add nothing (not 0 * -inf)
+            entropy = -(logp_all.exp() * logp_all.masked_fill(torch.isinf(logp_all), 0.0)).sum(-1)
         values = None
         if value_head is not None:
             hidden = out.hidden_states[-1][:, -width - 1:-1].float()
@@ -260,7 +276,7 @@ class PPOTextResult:
 def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[MessageFacts], cfg: PPOTextConfig,
                    log: Callable[[dict[str, float], int], None] | None = None, *, bf16: bool = False,
                    progress: bool = True, samples_per_iteration: int = 4,
-                   to_message: MessageFn | None = None) -> PPOTextResult:
+                   to_message: MessageFn | None = None, banned: torch.Tensor | None = None) -> PPOTextResult:
     """Train the generator with PPO against ``reward_fn`` (see the module docstring).
 
     Parameters
@@ -286,6 +302,9 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         (the step passes the personal part + approved copy, :func:`retention.messaging.compose.compose_all`);
         None where nothing usable was written, which scores as blocked (with ``use_shield``). The reward model and the
         shield judge the messages; the policy is trained on the sampled tokens. None: the texts themselves.
+    banned:
+        The serving decoder's token mask (:func:`retention.messaging.compose.forbidden_tokens`): rollouts never
+        draw these tokens, and the log-probabilities are of the masked distributions. None: no mask.
     """
     from retention.messaging.shield import default_shield
 
@@ -327,7 +346,7 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, batch))
         with autocast():
             response, response_mask, ended = sample(policy, query, query_mask, cfg.max_new_tokens, cfg.temperature,
-                                                    eos, pad, sampler)
+                                                    eos, pad, sampler, banned)
         texts = decode(tokenizer, response, response_mask, eos)
         messages = list(texts) if to_message is None else list(to_message(batch, texts))
 
@@ -342,9 +361,10 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
         # 3. log-probabilities of policy and reference, values
         with torch.no_grad(), autocast():
             old_logprobs, _, old_values = forward_pass(policy, query, query_mask, response, response_mask,
-                                                       cfg.temperature, value_head)
+                                                       cfg.temperature, value_head, banned)
             with policy.disable_adapter():
-                ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
+                ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature,
+                                                  banned=banned)
 
         # 4. per-token rewards with the KL penalty, advantages
         beta = controller.value
@@ -365,7 +385,7 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
                 mb_mask = mask[mb]
                 with autocast():
                     logprobs, entropy, values = forward_pass(policy, query[mb], query_mask[mb], response[mb],
-                                                             response_mask[mb], cfg.temperature, value_head)
+                                                             response_mask[mb], cfg.temperature, value_head, banned)
                 logprobs, values = logprobs.cpu(), values.cpu()
                 logratio = (logprobs - old_logprobs[mb]) * mb_mask
                 ratio = logratio.exp()
@@ -423,7 +443,7 @@ def train_ppo_text(sft_model, tokenizer, reward_fn: RewardFn, prompts: Sequence[
 
 
 def _sampled_batches(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
-                    batch_size: int, seed: int, bf16: bool):
+                    batch_size: int, seed: int, bf16: bool, banned: torch.Tensor | None = None):
     """Sample ``facts`` batch by batch as a rollout does; yields ``(query, query_mask, response,
     response_mask)``, with the caller's body still inside the batch's autocast (for bf16)."""
     eos, pad = stop_tokens(tokenizer), tokenizer.pad_token_id
@@ -435,25 +455,27 @@ def _sampled_batches(model, tokenizer, facts: Sequence[MessageFacts], max_new_to
         query, query_mask = (t.to(device) for t in encode_prompts(tokenizer, facts[lo:lo + batch_size]))
         with autocast():
             response, response_mask, _ = sample(model, query, query_mask, max_new_tokens, temperature, eos, pad,
-                                                generator)
+                                                generator, banned)
             yield query, query_mask, response, response_mask
 
 
 @torch.no_grad()
 def sample_messages(model, tokenizer, facts: Sequence[MessageFacts], max_new_tokens: int, temperature: float,
-                    batch_size: int = 16, seed: int = 0, bf16: bool = False) -> list[str]:
-    """Sampled messages (as in a rollout) for ``facts``, e.g. the SFT samples that fix a reward normalisation."""
+                    batch_size: int = 16, seed: int = 0, bf16: bool = False,
+                    banned: torch.Tensor | None = None) -> list[str]:
+    """Sampled messages (as in a rollout, under ``banned``) for ``facts``, e.g. the SFT samples that fix a
+    reward normalisation."""
     eos = stop_tokens(tokenizer)
     texts: list[str] = []
     for _, _, response, response_mask in _sampled_batches(model, tokenizer, facts, max_new_tokens, temperature,
-                                                          batch_size, seed, bf16):
+                                                          batch_size, seed, bf16, banned):
         texts += decode(tokenizer, response, response_mask, eos)
     return texts
 
 
 @torch.no_grad()
 def kl_to_reference(policy, tokenizer, facts: Sequence[MessageFacts], cfg: PPOTextConfig, batch_size: int = 16,
-                    seed: int = 0, bf16: bool = False) -> np.ndarray:
+                    seed: int = 0, bf16: bool = False, banned: torch.Tensor | None = None) -> np.ndarray:
     """KL of the policy to its reference (the adapter disabled) per message, on the policy's own samples.
 
     The sum over each sampled message's tokens of ``log pi - log pi_ref`` (logits / temperature), the
@@ -461,9 +483,11 @@ def kl_to_reference(policy, tokenizer, facts: Sequence[MessageFacts], cfg: PPOTe
     """
     out: list[float] = []
     for query, query_mask, response, response_mask in _sampled_batches(
-            policy, tokenizer, facts, cfg.max_new_tokens, cfg.temperature, batch_size, seed, bf16):
-        logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
+            policy, tokenizer, facts, cfg.max_new_tokens, cfg.temperature, batch_size, seed, bf16, banned):
+        logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature,
+                                      banned=banned)
         with policy.disable_adapter():
-            ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature)
+            ref_logprobs, _, _ = forward_pass(policy, query, query_mask, response, response_mask, cfg.temperature,
+                                              banned=banned)
         out.extend(((logprobs - ref_logprobs).float() * response_mask).sum(1).cpu().tolist())
     return np.asarray(out)

@@ -139,7 +139,7 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
 
     from retention import hardware
     from retention.data.pipeline import load_split
-    from retention.messaging.compose import compose_all
+    from retention.messaging.compose import compose_all, forbidden_tokens
     from retention.messaging.ppo_text import sample_messages
     from retention.messaging.preferences import FAMILIES, build_preference_sets, parse_families, reward_prompt
     from retention.messaging.review import read_labels
@@ -191,7 +191,8 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
         gen.model.to(_device())
         sampled_facts = _decisions(customers, r.normalisation_samples, r.seed, cycle=False)
         sampled = sample_messages(gen.model, gen.tokenizer, sampled_facts, cfg.ppo_text.max_new_tokens,
-                                  cfg.ppo_text.temperature, m.generation_batch_size, r.seed, bool(settings["bf16"]))
+                                  cfg.ppo_text.temperature, m.generation_batch_size, r.seed, bool(settings["bf16"]),
+                                  banned=forbidden_tokens(gen.tokenizer))
         composed = compose_all(sampled_facts, sampled)  # what PPO-text's reward scores: the message sent
         mlflow.log_table(pd.DataFrame({"name": [f.name for f in sampled_facts],
                                        "offer_pct": [f.offer_pct for f in sampled_facts], "sampled": sampled,
@@ -268,11 +269,12 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging import plots as msg_plots
-    from retention.messaging.compose import compose_all, write_messages
+    from retention.messaging.compose import compose_all, forbidden_tokens, write_messages
     from retention.messaging.evaluate import evaluate_messages
     from retention.messaging.judge import judge, outcomes, win_rate
     from retention.messaging.model import log_generator
     from retention.messaging.ppo_text import kl_to_reference, train_ppo_text
+    from retention.messaging.sampling import Sampling
     from retention.messaging.sft import training_settings
     from retention.registry import CHALLENGER, CHAMPION, generator_gate, generator_thresholds
 
@@ -307,19 +309,21 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             # `train/`: one chart group, apart from the held-out `ppo_*` / `sft_*` evaluation metrics
             mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if v == v}, step=step)
 
+        banned = forbidden_tokens(tok)  # rollouts write what the serving decoder can
         result = train_ppo_text(gen.model, tok, proxy, train_facts, p, log=log, bf16=bf16, progress=progress,
-                                to_message=compose_all)
+                                to_message=compose_all, banned=banned)
         policy = result.model
         mlflow.log_metrics({"train/seconds": result.seconds, "train/final_beta": result.beta})
 
-        def greedy(facts):  # the serving decoder: constrained personal part + approved copy ("" = none written)
+        def served(facts):  # the serving decoder: constrained personal part + approved copy ("" = none written)
             return [t or "" for t in write_messages(policy, tok, facts, cfg.serving.max_new_tokens,
-                                                    m.generation_batch_size, progress)]
+                                                    m.generation_batch_size, progress,
+                                                    sampling=Sampling.of(cfg.serving))]
 
-        ppo_report = evaluate_messages(greedy, cases, label="ppo_text")
+        ppo_report = evaluate_messages(served, cases, label="ppo_text")
         with policy.disable_adapter():
-            sft_report = evaluate_messages(greedy, cases, label="sft")
-        kl = kl_to_reference(policy, tok, cases, p, m.generation_batch_size, p.seed, bf16)
+            sft_report = evaluate_messages(served, cases, label="sft")
+        kl = kl_to_reference(policy, tok, cases, p, m.generation_batch_size, p.seed, bf16, banned)
         ppo_texts, sft_texts = list(ppo_report.samples["message"]), list(sft_report.samples["message"])
         verdict_judge = judge(cases, ppo_texts, sft_texts, gold=gold, n_resamples=p.bootstrap_resamples, seed=p.seed)
         pairs = verdict_judge.pairs
@@ -439,6 +443,7 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging.evaluate import evaluate_messages
     from retention.messaging.model import log_generator
     from retention.messaging.prompts import facts_from_record
+    from retention.messaging.sampling import Sampling
     from retention.messaging.sft import train_sft
     from retention.messaging.sft_data import name_for, sft_dataset
     from retention.offers import OFFER_PERCENT
@@ -466,7 +471,8 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
         def gen_with(mdl):  # the serving decoder, as the gate must judge what customers would get
             return lambda facts: [t or "" for t in write_messages(mdl, tok, facts, cfg.serving.max_new_tokens,
-                                                                  m.generation_batch_size, progress)]
+                                                                  m.generation_batch_size, progress,
+                                                                  sampling=Sampling.of(cfg.serving))]
 
         base_report = evaluate_messages(gen_with(model), cases, label="base")
 

@@ -149,6 +149,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
     ``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"generation_batch_size": 32}'`` for ``mlflow models serve``.
     """
     from retention.messaging.base_model import prepare_for_inference
+    from retention.messaging.sampling import Sampling
     from retention.messaging.shield import Shield
     from retention.policy.guard import GuardRules
     from retention.serving.ledger import ContactLedger
@@ -171,7 +172,7 @@ def build_service(artifacts: dict[str, str], serving_overrides: dict | None = No
         gen = mlflow.pyfunc.load_model(artifacts["generator"]).unwrap_python_model()
         served = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
         generator = Generator(served, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
-                              serving.generation_batch_size)
+                              serving.generation_batch_size, Sampling.of(serving))
     rules = GuardRules(env.fatigue_cap, env.cooldown_days, env.contact_cost)
     ledger = ContactLedger(os.environ.get("RETENTION_LEDGER_URL") or serving.ledger_url, rules, serving.campaign,
                            serving.campaign_budget, serving.response_retention_days)

@@ -38,6 +38,7 @@ import pandas as pd
 from retention.config import EnvConfig, ServingConfig
 from retention.messaging.compose import write_messages
 from retention.messaging.prompts import facts_from_record
+from retention.messaging.sampling import GREEDY, Sampling
 from retention.messaging.shield import Shield
 from retention.offers import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
@@ -66,6 +67,7 @@ class Generator:
     tokenizer: Any
     max_new_tokens: int
     batch_size: int
+    sampling: Sampling = GREEDY
 
 
 class DecisionService:
@@ -318,7 +320,8 @@ class DecisionService:
                     break
                 try:
                     texts[lo:lo + g.batch_size] = write_messages(g.model, g.tokenizer, facts[lo:lo + g.batch_size],
-                                                                 g.max_new_tokens, g.batch_size, shield=self.shield)
+                                                                 g.max_new_tokens, g.batch_size, shield=self.shield,
+                                                                 sampling=g.sampling)
                 except Exception:  # the template covers it: a generator fault never fails a decision
                     log.exception("message generation failed; the approved template is sent instead")
                     break

@@ -220,9 +220,12 @@ def test_ppo_text_generator_serves_what_the_policy_writes(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps({"base_model": "tiny-random", "max_new_tokens": 8,
                                                     "generation_batch_size": 4}))
     facts = [facts_from_record({"name": n, "tenure": 5}, 10) for n in ("Maria", "Li", "Sam")]
+    from retention.config import ServingConfig
     from retention.messaging.compose import write_messages
+    from retention.messaging.sampling import Sampling
 
-    expected = write_messages(policy, tok, facts, 8, 4)  # the serving decoder: personal part + approved copy
+    # the serving decoder: personal part + approved copy, sampled as ServingConfig says
+    expected = write_messages(policy, tok, facts, 8, 4, sampling=Sampling.of(ServingConfig()))
     artifacts = {"adapter": str(tmp_path / "adapter"), "sft_adapter": str(tmp_path / "sft_adapter"),
                  "spec": str(tmp_path / "spec.json")}
     mlflow.pyfunc.save_model(tmp_path / "generator", python_model=MessageGeneratorModel(), artifacts=artifacts,

@@ -358,7 +358,7 @@ def test_a_reused_request_id_for_another_customer_is_a_conflict_and_books_nothin
 class _BrokenGenerator:
     """A generator whose model fails: the service must still answer, with the template."""
 
-    model = tokenizer = None
+    model = tokenizer = sampling = None
     max_new_tokens, batch_size = 8, 4
 
 
@@ -456,7 +456,7 @@ def test_the_shield_verdict_states_what_was_sent(ledger, monkeypatch, case):
     cfg = load_config("smoke")
     shield = default_shield()
 
-    def write(model, tokenizer, facts, max_new_tokens, batch_size, shield=None):  # stands in for the LLM only
+    def write(model, tokenizer, facts, max_new_tokens, batch_size, shield=None, sampling=None):  # stands in: the LLM
         if case == "no_text":
             raise RuntimeError("out of memory")
         if case == "passed":  # a text that keeps every rule: the approved wording, as a generator might write it
