@@ -405,9 +405,12 @@ class RewardModelConfig:
 
     Both models are the base LM with a scalar head (``AutoModelForSequenceClassification``,
     ``num_labels=1``) and a LoRA adapter, trained with TRL's ``RewardTrainer`` (Bradley–Terry loss).
-    The *proxy* is what PPO-text optimises; the *gold* one judges win rates and is trained on pairs
-    the proxy never saw (other customers, the held-out families, other HH-RLHF and OpenAssistant
-    pairs). Hardware settings (dtype, threads, gradient checkpointing) are ``messaging``'s.
+    The *proxy* is what PPO-text optimises; the *gold* one judges win rates. The gold model's domain
+    pairs come from its own generator (:mod:`retention.messaging.gold_pairs`: another phrase bank,
+    name list and set of failure families), on other customers, with the other half of the HH-RLHF
+    and OpenAssistant pairs: it shares no data generator, corruption function or pair with the proxy.
+    Both share the base model. Hardware settings (dtype, threads, gradient checkpointing) are
+    ``messaging``'s.
 
     Attributes
     ----------
@@ -416,10 +419,11 @@ class RewardModelConfig:
         drawn, each with a rejected message from one failure family, families in turn).
     gold_customer_frac, eval_customer_frac:
         Shares of those customers (by a stable hash of ``customerID``) whose pairs go to the gold
-        model's training and to the held-out evaluation; the rest train the proxy.
+        model's training (from the gold generator) and to the held-out evaluation (both generators'
+        pairs); the rest train the proxy.
     held_out_families:
         Failure families (comma-separated, see :mod:`retention.messaging.preferences`) never shown
-        to the proxy; the gold model and the evaluation see them.
+        to the proxy; the evaluation holds them.
     hh_pairs, oasst_pairs:
         HH-RLHF / OpenAssistant pairs (from their *train* splits) in each model's training set; the
         proxy and gold models get disjoint halves (HH by a hash of the prompt, OpenAssistant by tree).
@@ -472,7 +476,7 @@ class RewardModelConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str = "q_proj,v_proj"
     max_steps: int = 30
-    gold_max_steps: int = 20
+    gold_max_steps: int = 30
     per_device_train_batch_size: int = 6
     learning_rate: float = 5e-4
     max_length: int = 192

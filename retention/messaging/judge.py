@@ -3,9 +3,12 @@
 For each held-out decision, generator A's message is compared with generator B's by two judges:
 
 * the **gold** reward model: trained on pairs the proxy reward model (the one PPO-text optimised)
-  never saw, i.e. other customers, the held-out failure families, other HH-RLHF and OpenAssistant
-  pairs (Gao, Schulman & Hilton 2022; independence is checked by
-  :func:`retention.messaging.preferences.check_independent` before training);
+  never saw, from a generator of its own (:mod:`retention.messaging.gold_pairs`: another phrase
+  bank, name list and set of failure families, on other customers), the other half of the HH-RLHF
+  and OpenAssistant pairs, and half of any human labels (Gao, Schulman & Hilton 2022; independence is
+  checked by :func:`retention.messaging.preferences.check_independent` before training). It shares
+  the proxy's base model, so it can share that model's biases; human labels from the blind review are
+  the fully independent judge;
 * a deterministic **rubric** (:func:`rubric`): factual (the shield's fact rules, 2 points),
   personal (the name, 1; a mention of the plan, 1), no promise (1), length within 50–200 characters (1).
 

@@ -43,13 +43,20 @@ Splits
 ------
 Customers are split by a stable hash of ``customerID`` into *proxy* (trains the reward model that
 PPO-text optimises), *gold* (trains the judge) and *eval* (held-out pairs for pairwise accuracy). The
-``held_out_families`` never reach the proxy's training; the gold model and the evaluation see every
-family. HH-RLHF pairs are split between proxy and gold by a hash of the prompt, OpenAssistant pairs by
-conversation tree. :func:`check_independent` verifies that no pair, prompt or customer is shared
-between the proxy and gold training sets; the ``train_reward`` step calls it before training.
+``held_out_families`` never reach the proxy's training. The gold model's domain pairs come from its
+own generator (:mod:`retention.messaging.gold_pairs`: another phrase bank, name list and set of
+failure families, source ``domain_gold``), so it shares no data generator, corruption function or
+pair with the proxy. The evaluation holds both kinds, on customers neither model trained on: how the
+proxy does on the gold kind, and the gold model on the proxy's kind, measure how far each one's
+judgement carries beyond its own generator. HH-RLHF pairs are split between proxy and gold by a hash
+of the prompt, OpenAssistant pairs by conversation tree. :func:`check_independent` verifies that no
+pair, prompt or customer is shared between the proxy and gold training sets; the ``train_reward``
+step calls it before training.
 
-Human labels from the blind review (:mod:`retention.messaging.review`, ``--extra-preferences``) join
-the proxy's domain set as source ``human``.
+Human labels from the blind review (:mod:`retention.messaging.review`, ``--extra-preferences``) are
+split by a stable hash of each pair's prompt (:func:`human_part`) between the proxy's and the gold model's
+training sets, as source ``human``: a person's judgement moves both the reward PPO-text optimises and
+the judge of its gate, and no labelled pair is in both.
 
 The reward models read a compact prompt (:func:`reward_prompt`): the customer's facts, not the
 generator's instructions. It costs about half the tokens of the generator's prompt.
@@ -66,6 +73,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from retention.messaging.compose import compose
+from retention.messaging.gold_pairs import gold_examples, gold_name
 from retention.messaging.prompts import MessageFacts, facts_from_record, focus_of
 from retention.messaging.sft_data import (
     FIRST_NAMES,
@@ -81,6 +89,7 @@ from retention.offers import OFFER_PERCENT
 
 COLUMNS = ("pair_id", "source", "family", "customerID", "name", "offer_pct", "prompt", "chosen", "rejected")
 DOMAIN = "domain"
+GOLD_DOMAIN = "domain_gold"  # the gold judge's own generator (retention.messaging.gold_pairs)
 HUMAN = "human"
 HH = "hh_rlhf"
 OASST = "oasst1"
@@ -377,6 +386,25 @@ def domain_pairs(customers: pd.DataFrame, n: int, families: Sequence[str], seed:
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
+def gold_domain_pairs(customers: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` pairs from the gold judge's own generator (:mod:`retention.messaging.gold_pairs`), with its
+    own names, for ``customers`` × random offers."""
+    if n <= 0 or customers.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    rng = random.Random(seed)
+    rows = customers.sample(n=n, replace=n > len(customers), random_state=seed).to_dict("records")
+    facts = [facts_from_record({**rec, "name": gold_name(rec["customerID"])}, rng.choice(OFFER_PERCENT))
+             for rec in rows]
+    out = []
+    for rec, ex in zip(rows, gold_examples(facts, seed), strict=True):
+        prompt = reward_prompt(ex.facts)
+        out.append({"pair_id": pair_id(prompt, reply(ex.chosen), reply(ex.rejected)), "source": GOLD_DOMAIN,
+                    "family": ex.family, "customerID": str(rec["customerID"]), "name": ex.facts.name,
+                    "offer_pct": ex.facts.offer_pct, "prompt": prompt, "chosen": reply(ex.chosen),
+                    "rejected": reply(ex.rejected)})
+    return pd.DataFrame(out, columns=list(COLUMNS))
+
+
 def dialogue_pairs(frame: pd.DataFrame, n: int, source: str, seed: int) -> pd.DataFrame:
     """``n`` HH-RLHF or OpenAssistant pairs as conversations (family = the HH subset, or ``oasst1``)."""
     if n <= 0 or frame.empty:
@@ -392,6 +420,12 @@ def dialogue_pairs(frame: pd.DataFrame, n: int, source: str, seed: int) -> pd.Da
                     "customerID": "", "name": "", "offer_pct": -1, "prompt": prompt, "chosen": chosen,
                     "rejected": rejected})
     return pd.DataFrame(out, columns=list(COLUMNS))
+
+
+def human_part(prompt: Sequence[dict]) -> str:
+    """``proxy`` or ``gold`` for a human-labelled pair, by a stable hash of its prompt (half each): every
+    label about the same facts goes to the same side, so the two sets share no prompt."""
+    return "proxy" if _unit(f"human:{_prompt_key(prompt)}") < 0.5 else "gold"
 
 
 def dialogue_part(key: str) -> str:
@@ -420,7 +454,8 @@ def build_preference_sets(customers: pd.DataFrame, hh_train: pd.DataFrame, oasst
                           hh_test: pd.DataFrame, cfg, extra: pd.DataFrame | None = None) -> PreferenceSets:
     """The proxy, gold and eval sets (see module docstring) for a ``RewardModelConfig``.
 
-    ``extra`` (human labels, :func:`retention.messaging.review.read_labels`) joins the proxy set.
+    ``extra`` (human labels, :func:`retention.messaging.review.read_labels`) is split between the proxy
+    and gold sets (:func:`human_part`).
     Raises ``ValueError`` if the proxy and gold sets share anything (:func:`check_independent`).
     """
     held_out = parse_families(cfg.held_out_families)
@@ -435,8 +470,9 @@ def build_preference_sets(customers: pd.DataFrame, hh_train: pd.DataFrame, oasst
     n_gold, n_eval = round(n * cfg.gold_customer_frac), round(n * cfg.eval_customer_frac)
     domain = {
         "proxy": domain_pairs(customers[part == "proxy"], n - n_gold - n_eval, trained, cfg.seed),
-        "gold": domain_pairs(customers[part == "gold"], n_gold, list(FAMILIES), cfg.seed + 1),
-        "eval": domain_pairs(customers[part == "eval"], n_eval, list(FAMILIES), cfg.seed + 2),
+        "gold": gold_domain_pairs(customers[part == "gold"], n_gold, cfg.seed + 1),
+        "eval": _concat([domain_pairs(customers[part == "eval"], n_eval, list(FAMILIES), cfg.seed + 2),
+                         gold_domain_pairs(customers[part == "eval"], n_eval, cfg.seed + 3)], cfg.seed),
     }
     hh_split = hh_train["prompt"].map(dialogue_part) if not hh_train.empty else pd.Series(dtype=str)
     tree_split = oasst_train["tree_id"].map(dialogue_part) if not oasst_train.empty else pd.Series(dtype=str)
@@ -447,8 +483,8 @@ def build_preference_sets(customers: pd.DataFrame, hh_train: pd.DataFrame, oasst
                                  cfg.seed),
                   dialogue_pairs(oasst_train[tree_split == name] if len(tree_split) else oasst_train,
                                  cfg.oasst_pairs, OASST, cfg.seed)]
-        if name == "proxy" and extra is not None and not extra.empty:
-            frames.append(extra[list(COLUMNS)])
+        if extra is not None and not extra.empty:
+            frames.append(extra[extra["prompt"].map(human_part) == name][list(COLUMNS)])
         sets[name] = _concat(frames, cfg.seed)
     sets["eval"] = _concat([domain["eval"], dialogue_pairs(hh_test, cfg.eval_hh_pairs, HH, cfg.seed)], cfg.seed)
     check_independent(sets["proxy"], sets["gold"])

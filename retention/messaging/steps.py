@@ -254,7 +254,8 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
             print(f"  {role:5s} reward-model v{version}: {result.seconds:.0f}s; dropped (> {r.max_length} tokens): "
                   f"{dropped}; held-out accuracy: domain trained families "
                   f"{acc['accuracy_domain_trained_families']:.3f}, held-out families "
-                  f"{acc['accuracy_domain_held_out_families']:.3f}, "
+                  f"{acc['accuracy_domain_held_out_families']:.3f}, gold generator's pairs "
+                  f"{acc.get('accuracy_domain_gold', float('nan')):.3f}, "
                   f"HH-RLHF {acc.get('accuracy_hh_rlhf', float('nan')):.3f}")
         return run.info.run_id
 

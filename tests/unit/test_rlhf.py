@@ -16,6 +16,7 @@ import torch
 from retention.config import PPOTextConfig, load_config
 from retention.messaging.base_model import add_lora, load_base_model
 from retention.messaging.evaluate import generate_batch
+from retention.messaging.gold_pairs import GOLD_FAMILIES
 from retention.messaging.kl_control import (
     AdaptiveKLController,
     FixedKLController,
@@ -24,6 +25,7 @@ from retention.messaging.kl_control import (
 )
 from retention.messaging.preferences import (
     FAMILIES,
+    GOLD_DOMAIN,
     build_preference_sets,
     check_independent,
     domain_pairs,
@@ -286,9 +288,11 @@ def test_proxy_and_gold_sets_are_independent_and_held_out_families_stay_out_of_t
     assert not (set(proxy["customerID"]) & set(gold["customerID"])) - {""}
     assert not set(proxy["prompt"].map(str)) & set(gold["prompt"].map(str))
     assert not set(proxy["family"]) & {"pressure", "leaked_price", "off_topic"}
-    assert {"pressure", "leaked_price", "off_topic"} <= set(gold["family"])
-    assert set(sets.eval["family"]) >= set(FAMILIES)
-    assert {"domain", "hh_rlhf", "oasst1"} <= set(proxy["source"]) & set(gold["source"])
+    # the gold judge learns from its own generator only: none of the proxy's families, all of its own
+    gold_domain = gold[gold["source"] == GOLD_DOMAIN]
+    assert set(gold_domain["family"]) == set(GOLD_FAMILIES) and "domain" not in set(gold["source"])
+    assert set(sets.eval["family"]) >= set(FAMILIES) | set(GOLD_FAMILIES)
+    assert {"hh_rlhf", "oasst1"} <= set(proxy["source"]) & set(gold["source"]) and "domain" in set(proxy["source"])
     eval_customers = set(sets.eval["customerID"]) - {""}
     assert eval_customers and not eval_customers & (set(proxy["customerID"]) | set(gold["customerID"]))
     with pytest.raises(ValueError, match="not independent"):
@@ -452,7 +456,9 @@ def test_review_sheet_round_trip(tmp_path):
     # the labels join the proxy's domain set of the next reward-model training
     cfg = _reward_cfg(domain_pairs=40, hh_pairs=2, oasst_pairs=0, eval_hh_pairs=0)
     sets = build_preference_sets(_customers(), _hh(8, "t"), _oasst(2), _hh(2, "e"), cfg, extra=back)
-    assert (sets.proxy["source"] == "human").sum() == 4 and "human" not in set(sets.gold["source"])
+    # ... split between the proxy and the gold judge by prompt: each label in exactly one of them
+    human = pd.concat([sets.proxy[sets.proxy["source"] == "human"], sets.gold[sets.gold["source"] == "human"]])
+    assert sorted(human["pair_id"]) == sorted(back["pair_id"])
 
 
 def test_ppo_text_runs_under_bf16_autocast_with_float32_heads(one_thread):
@@ -474,16 +480,20 @@ def test_ppo_text_runs_under_bf16_autocast_with_float32_heads(one_thread):
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["explained_variance"])
 
 
-def test_a_human_label_from_the_review_sheet_moves_the_proxy(tmp_path, one_thread):
-    """The same proxy training with and without a reviewer's labels: the labelled preference gains margin."""
+def test_a_human_label_from_the_review_sheet_moves_the_proxy_and_the_gate(tmp_path, one_thread):
+    """The same proxy and gold training with and without a reviewer's labels: the labelled preference
+    gains margin in both, and the gate's statistic (the win rate the gold model judges) moves with it."""
+    from retention.messaging.judge import judge
     from retention.messaging.preferences import reward_prompt
     from retention.messaging.review import make_sheet, read_labels, write_review
     from retention.messaging.reward_model import reward_backbone, score, train_reward_model
     from retention.messaging.sft import training_settings
 
-    facts = [facts_for(r, 10) for r in _customers(8).to_dict("records")]
-    liked = [f"Hi {f.name}, thank you for staying with us all this time." for f in facts]
-    disliked = [f"Hello {f.name}. We value our customers greatly and hope you agree." for f in facts]
+    facts = [facts_for(r, 10) for r in _customers(16).to_dict("records")]
+    from retention.messaging.compose import compose
+
+    liked = [compose(f"Hi {f.name}, thank you for staying with us all this time.", f) for f in facts]
+    disliked = [compose(f"Hello {f.name}. We value our customers greatly and hope you agree.", f) for f in facts]
     pairs = pd.DataFrame({"name": [f.name for f in facts], "tenure_months": [f.tenure_months for f in facts],
                           "plan": [f.plan for f in facts], "monthly_charges": [f.monthly_charges for f in facts],
                           "offer_pct": 10, "message_a": liked, "message_b": disliked})
@@ -501,17 +511,29 @@ def test_a_human_label_from_the_review_sheet_moves_the_proxy(tmp_path, one_threa
                                                        "messaging.torch_threads": 1}).messaging)
     prompts = [reward_prompt(f) for f in facts]
 
-    def margin(extra) -> float:
+    def trained(extra, role: str):
         sets = build_preference_sets(_customers(), _hh(8, "t"), _oasst(2), _hh(2, "e"), cfg, extra=extra)
+        assert extra is None or (getattr(sets, role)["source"] == "human").sum() >= 3  # both sides get labels
         torch.manual_seed(0)
         model, tok = reward_backbone("tiny-random")
-        result = train_reward_model(model, tok, sets.proxy, cfg, settings, max_steps=12, progress=False)
-        return float(np.mean(np.subtract(score(result.model, tok, prompts, liked),
-                                         score(result.model, tok, prompts, disliked))))
+        return train_reward_model(model, tok, getattr(sets, role), cfg, settings, max_steps=12,
+                                  progress=False).model, tok
 
-    without, with_labels = margin(None), margin(human)
-    reversed_labels = margin(human.rename(columns={"chosen": "rejected", "rejected": "chosen"}))
-    assert with_labels > without + 0.05 and reversed_labels < without, (without, with_labels, reversed_labels)
+    def margin(model, tok) -> float:
+        return float(np.mean(np.subtract(score(model, tok, prompts, liked), score(model, tok, prompts, disliked))))
+
+    flipped = human.rename(columns={"chosen": "rejected", "rejected": "chosen"})
+    for role in ("proxy", "gold"):
+        without, with_labels, reversed_labels = (margin(*trained(e, role)) for e in (None, human, flipped))
+        assert with_labels > without + 0.05 and reversed_labels < without, (role, without, with_labels,
+                                                                            reversed_labels)
+
+    def gate_win_rate(extra) -> float:  # PPO-text's gate statistic, judged by this gold model
+        model, tok = trained(extra, "gold")
+        return judge(facts, liked, disliked, gold=lambda f, texts: score(model, tok, [reward_prompt(x) for x in f],
+                                                                          texts), n_resamples=200).gold.rate
+
+    assert gate_win_rate(human) > gate_win_rate(flipped)
 
 
 @pytest.mark.parametrize(("trained", "held"), [(["generic", "off_topic"], ["generic"]),
