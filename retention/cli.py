@@ -289,8 +289,8 @@ def _outcomes_options(p: argparse.ArgumentParser) -> None:
 
 def _extra_preferences(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra-preferences", dest="extra_preferences", default="none", metavar="LABELS_CSV",
-                   help="a review.csv labelled by people (`retention review-messages`): its pairs join the domain "
-                   "preference set of the proxy reward model (default: none)")
+                   help="a review.csv labelled by people (`retention review-messages`): its pairs join the "
+                   "training sets, split by prompt between the proxy reward model and the gold judge (default: none)")
 
 
 def cmd_review_messages(args: argparse.Namespace) -> None:

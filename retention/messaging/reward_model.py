@@ -101,17 +101,27 @@ def _sequence_ids(tokenizer, prompt: list[dict], response: str) -> list[int]:
     return tokenizer.apply_chat_template(list(prompt) + reply(response), tokenize=True, return_dict=True)["input_ids"]
 
 
-def _fitted_ids(tokenizer, prompt: list[dict], response: str, max_length: int | None) -> list[int]:
-    """:func:`_sequence_ids`, keeping the **final turns** of a dialogue too long for ``max_length``:
-    the earliest exchange (a user turn and its answer) goes first, then the next, down to the last
-    user turn; a system prompt stays. What still does not fit is returned whole (the caller drops it)."""
+def fitted_prompt(tokenizer, prompt: list[dict], responses: Sequence[str], max_length: int | None) -> list[dict]:
+    """``prompt`` keeping the **final turns** of a dialogue too long for ``max_length`` with every one of
+    ``responses``: the earliest exchange (a user turn and its answer) goes first, then the next, down
+    to the last user turn; a system prompt stays. A pair's chosen and rejected replies are fitted
+    together, so both are judged after the same context. What still does not fit is returned as far
+    as it was trimmed (the caller drops it)."""
     head = list(prompt[:1]) if prompt and prompt[0].get("role") == "system" else []  # a system prompt stays
     body = list(prompt[len(head):])
-    ids = _sequence_ids(tokenizer, head + body, response)
-    while max_length is not None and len(ids) > max_length and len(body) > 1:
+
+    def too_long() -> bool:
+        return max_length is not None and max(len(_sequence_ids(tokenizer, head + body, r)) for r in responses) > \
+            max_length
+
+    while len(body) > 1 and too_long():
         body = body[2:] if len(body) > 2 else body[1:]
-        ids = _sequence_ids(tokenizer, head + body, response)
-    return ids
+    return head + body
+
+
+def _fitted_ids(tokenizer, prompt: list[dict], response: str, max_length: int | None) -> list[int]:
+    """:func:`_sequence_ids` after :func:`fitted_prompt` for this one response."""
+    return _sequence_ids(tokenizer, fitted_prompt(tokenizer, prompt, [response], max_length), response)
 
 
 @torch.no_grad()
@@ -152,10 +162,12 @@ def pairwise_accuracy(model, tokenizer, pairs: pd.DataFrame, batch_size: int = 1
         ``accuracy`` (over scored pairs), ``accuracy_<source>``, ``accuracy_<source>_<family>``,
         ``pairs_scored`` and ``pairs_dropped``.
     """
-    prompts = list(pairs["prompt"])
-    chosen = score(model, tokenizer, prompts, [m[-1]["content"] for m in pairs["chosen"]], batch_size, max_length)
-    rejected = score(model, tokenizer, prompts, [m[-1]["content"] for m in pairs["rejected"]], batch_size,
-                     max_length)
+    good, bad = [m[-1]["content"] for m in pairs["chosen"]], [m[-1]["content"] for m in pairs["rejected"]]
+    # one context per pair: a long dialogue is trimmed until both replies fit, then each is scored after it
+    prompts = [fitted_prompt(tokenizer, p, [c, r], max_length) for p, c, r in zip(pairs["prompt"], good, bad,
+                                                                                  strict=True)]
+    chosen = score(model, tokenizer, prompts, good, batch_size, max_length)
+    rejected = score(model, tokenizer, prompts, bad, batch_size, max_length)
     rows = pairs.drop(columns=["prompt", "chosen", "rejected"]).copy()
     rows["reward_chosen"], rows["reward_rejected"] = chosen, rejected
     rows["dropped"] = np.isnan(chosen) | np.isnan(rejected)

@@ -140,8 +140,9 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
     from retention import hardware
     from retention.data.pipeline import load_split
     from retention.messaging.compose import compose_all, forbidden_tokens
+    from retention.messaging.failure_families import FAMILIES, parse_families
     from retention.messaging.ppo_text import sample_messages
-    from retention.messaging.preferences import FAMILIES, build_preference_sets, parse_families, reward_prompt
+    from retention.messaging.preferences import build_preference_sets, reward_prompt
     from retention.messaging.review import read_labels
     from retention.messaging.reward_model import (
         normalisation,

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from retention.messaging import gold_pairs, preferences, sft_data
+from retention.messaging import failure_families, gold_pairs, sft_data
 from retention.messaging.compose import approved_copy
 from retention.messaging.gold_pairs import GOLD_FAMILIES, GOLD_NAMES, bank_sentences, gold_example, gold_examples
 from retention.messaging.prompts import facts_from_record
@@ -29,7 +29,8 @@ def test_the_gold_generator_imports_nothing_of_the_proxys_generator():
     tree = ast.parse(inspect.getsource(gold_pairs))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not imported & {"retention.messaging.sft_data", "retention.messaging.preferences"}, imported
+    assert not imported & {"retention.messaging.sft_data", "retention.messaging.preferences",
+                           "retention.messaging.failure_families"}, imported
 
 
 def test_the_banks_share_no_sentence_and_no_name():
@@ -38,8 +39,9 @@ def test_the_banks_share_no_sentence_and_no_name():
 
     proxy_bank = {norm(s) for group in (*sft_data.APPRECIATION_BAND.values(), *sft_data.PLAN_LINES.values(),
                                          sft_data.HELP_LINES, *sft_data.APPRECIATION.values(), sft_data.CHECK_IN_LINES,
-                                         preferences.BLAND, preferences.IRRELEVANT, preferences.GUILT,
-                                         preferences.WORD_PROMISES, preferences.FILLER, preferences.OFF_TOPIC)
+                                         failure_families.BLAND, failure_families.IRRELEVANT,
+                                         failure_families.GUILT, failure_families.WORD_PROMISES,
+                                         failure_families.FILLER, failure_families.OFF_TOPIC)
                   for s in group}
     assert proxy_bank and not bank_sentences() & proxy_bank
     assert not set(GOLD_NAMES) & set(sft_data.FIRST_NAMES)

@@ -16,6 +16,7 @@ import torch
 from retention.config import PPOTextConfig, load_config
 from retention.messaging.base_model import add_lora, load_base_model
 from retention.messaging.evaluate import generate_batch
+from retention.messaging.failure_families import FAMILIES
 from retention.messaging.gold_pairs import GOLD_FAMILIES
 from retention.messaging.kl_control import (
     AdaptiveKLController,
@@ -24,7 +25,6 @@ from retention.messaging.kl_control import (
     make_kl_controller,
 )
 from retention.messaging.preferences import (
-    FAMILIES,
     GOLD_DOMAIN,
     build_preference_sets,
     check_independent,
@@ -260,7 +260,7 @@ def test_personal_families_differ_in_the_personal_part_only_balanced_in_length_a
     """Pairs about what the shield does not decide: the same approved copy and greeting on both sides,
     one sentence replaced by one of about the same length, so length is no shortcut."""
     from retention.messaging.compose import approved_copy
-    from retention.messaging.preferences import PERSONAL_FAMILIES
+    from retention.messaging.failure_families import PERSONAL_FAMILIES
     from retention.messaging.sft_data import split_greeting
 
     shield = default_shield()
@@ -580,3 +580,30 @@ def test_a_dialogue_too_long_keeps_its_final_turns_and_is_scored():
     scores = score(model, tok, [dialogue, short], ["the final answer", "hello"], max_length=len(whole) // 3)
     assert np.isfinite(scores).all()
     assert np.isnan(score(model, tok, [short], ["word " * 400], max_length=64)).all()  # a long reply still drops
+
+
+def test_a_pairs_chosen_and_rejected_are_judged_after_the_same_context():
+    """A long dialogue is trimmed once per pair, until the longer reply fits: both replies see the same turns."""
+    from retention.messaging.reward_model import _sequence_ids, fitted_prompt, pairwise_accuracy, reward_backbone
+
+    model, tok = reward_backbone("tiny-random")
+    turns = []
+    for i in range(10):
+        turns += [{"role": "user", "content": f"question {i} about the weather and the sea " * 3},
+                  {"role": "assistant", "content": f"answer {i} about the sea " * 3}]
+    dialogue = turns + [{"role": "user", "content": "and the last question?"}]
+    short, long = "yes", "a much longer reply that goes on about the sea and the weather " * 4
+    limit = len(_sequence_ids(tok, dialogue, "yes")) // 2
+    together = fitted_prompt(tok, dialogue, [short, long], limit)
+    alone = fitted_prompt(tok, dialogue, [short], limit)
+    assert len(together) < len(alone)  # the short reply alone would keep more turns
+    assert max(len(_sequence_ids(tok, together, r)) for r in (short, long)) <= limit
+    pair = pd.DataFrame([{"prompt": dialogue, "chosen": [{"role": "assistant", "content": short}],
+                          "rejected": [{"role": "assistant", "content": long}], "source": "hh_rlhf",
+                          "family": "x", "pair_id": "p"}])
+    rows, summary = pairwise_accuracy(model, tok, pair, max_length=limit)
+    assert summary["pairs_scored"] == 1
+    # scored after the shared context: what each reply gets with `together` as its prompt
+    from retention.messaging.reward_model import score
+
+    assert rows["reward_chosen"].iloc[0] == pytest.approx(float(score(model, tok, [together], [short])[0]), abs=1e-4)
