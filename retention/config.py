@@ -515,7 +515,9 @@ class PPOTextConfig:
         ``missing_eos_penalty``.
     temperature:
         Sampling temperature of the rollouts (pure sampling: no top-k, no top-p). Log-probabilities
-        are computed from logits divided by it, for the policy and the reference alike.
+        are computed from logits divided by it, for the policy and the reference alike. 1.0, the
+        serving decoder's temperature (``serving.temperature``), so the policy is trained on the
+        distribution customers' messages are drawn from (serving also keeps only the top 50 tokens).
     gamma, lam:
         GAE discount and lambda over the tokens of a message (gamma 1: the reward comes at the end).
     cliprange, cliprange_value:
@@ -569,7 +571,7 @@ class PPOTextConfig:
     lora_alpha: int = 32
     lora_target_modules: str = "q_proj,v_proj"
     max_new_tokens: int = 32
-    temperature: float = 0.7
+    temperature: float = 1.0
     gamma: float = 1.0
     lam: float = 0.95
     cliprange: float = 0.2
