@@ -143,6 +143,7 @@ def latest_generator(serving):
     from mlflow.tracking import MlflowClient
 
     from retention.messaging.base_model import prepare_for_inference
+    from retention.messaging.sampling import Sampling
     from retention.serving.service import Generator
 
     version = MlflowClient().search_model_versions("name='message-generator'", order_by=["version_number DESC"],
@@ -151,7 +152,7 @@ def latest_generator(serving):
     gen = mlflow.pyfunc.load_model(f"models:/message-generator/{version}").unwrap_python_model()
     model = prepare_for_inference(gen.model, serving.generation_dtype, serving.generation_quantize)
     return Generator(model, gen.tokenizer, serving.max_new_tokens or gen.spec["max_new_tokens"],
-                     serving.generation_batch_size)
+                     serving.generation_batch_size, Sampling.of(serving))
 
 
 def main() -> None:

@@ -108,8 +108,10 @@ CARDS: dict[str, Card] = {
              "*train* customers (some rule families held out of the proxy).",
         limits=("A proxy is over-optimised by design: the gold model and the rubric check it.",
                 "Scores are normalised on SFT samples; they are not probabilities."),
-        metrics=(("proxy/eval_accuracy_domain", "proxy held-out accuracy (domain pairs)"),
-                 ("gold/eval_accuracy_domain", "gold held-out accuracy (domain pairs)"),
+        metrics=(("proxy/eval_accuracy_domain", "proxy held-out accuracy (its generator's pairs)"),
+                 ("proxy/eval_accuracy_domain_gold", "proxy held-out accuracy (the gold generator's pairs)"),
+                 ("gold/eval_accuracy_domain_gold", "gold held-out accuracy (its generator's pairs)"),
+                 ("gold/eval_accuracy_domain", "gold held-out accuracy (the proxy generator's pairs)"),
                  ("proxy/eval_accuracy_hh_rlhf", "proxy held-out accuracy (HH-RLHF)"),
                  ("gold/eval_accuracy_hh_rlhf", "gold held-out accuracy (HH-RLHF)"))),
     "retention": Card(

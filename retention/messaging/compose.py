@@ -6,7 +6,7 @@ chosen by the decision; the model personalises the rest:
 * :func:`approved_copy`: the decided offer with its terms and the reply keywords, or the check-in
   for a 0 % decision, and the opt-out (``approved_copy`` in ``rules.yaml``);
 * the **personal part**, written by the generator under a constraint (:func:`forbidden_tokens`): a
-  token mask in the project's own greedy decoder that cannot emit a digit, a currency, percent or
+  token mask in the project's own decoder that cannot emit a digit, a currency, percent or
   ``@`` sign, a link or markup character, or a one-word entry of the shield's lexicons (benefits,
   urgency, promises, threats ...). :func:`personal_part` then keeps the greeting and at most two
   sentences before anything that reads like an offer or a call to action;

@@ -86,7 +86,8 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(own))
-        seeds = [prompt_seed(t) for t in tokenized[lo:lo + batch_size]]
+        seeds = [prompt_seed(t, f) for t, f in zip(tokenized[lo:lo + batch_size], facts[lo:lo + batch_size],
+                                                   strict=True)]
         for row in greedy_decode(model, ids, mask, cache, max_new_tokens, eos, banned, sampling, seeds):
             out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
@@ -102,14 +103,15 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     and ``ids``. Positions come from the mask, as in ``generate``. A finished row stops costing
     anything: its key/value cache rows are removed (``DynamicCache.batch_select_indices``), so a
     batch of short and long messages runs as fast as its remaining rows. Returns the new tokens of
-    each row, without the end-of-turn token; the same tokens ``model.generate(do_sample=False)`` writes.
+    each row, without the end-of-turn token; greedy, the same tokens ``model.generate(do_sample=False)``
+    writes.
     ``banned`` tokens (a boolean mask over the vocabulary) get a score of minus infinity: never chosen.
 
     With a sampling ``sampling``, row ``i`` draws with its own ``torch.Generator`` seeded by
-    ``seeds[i]`` (by its row number when none are given): the exponential race
-    ``argmax(p / E)``, ``E ~ Exp(1)``, which picks token ``t`` with probability ``p_t``, over the
-    ``top_k`` most likely allowed tokens at ``temperature``. A row's tokens do not depend on the
-    rest of its batch.
+    ``seeds[i]`` (required): the exponential race ``argmax(p / E)``, ``E ~ Exp(1)``, which picks
+    token ``t`` with probability ``p_t``, over the ``top_k`` most likely allowed tokens at
+    ``temperature``. A row's draws do not depend on the rest of its batch; its logits do only by
+    rounding (none in float32 on the tests' model; in bfloat16 padding can change a close draw).
     """
     from transformers import DynamicCache
 
@@ -123,8 +125,9 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
     block = None
     generators = None
     if not sampling.greedy:
-        generators = [torch.Generator(device="cpu").manual_seed(int(seeds[i]) if seeds is not None else i)
-                      for i in range(n)]
+        if seeds is None or len(seeds) != n:
+            raise ValueError("sampled decoding needs one seed per row (see prompt_seed)")
+        generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
     for _ in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits[:, -1, :]
@@ -134,8 +137,10 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
                 width = min(len(banned), logits.shape[-1])
                 block[:width] = banned[:width].to(logits.device)
             logits = logits.masked_fill(block, float("-inf"))
-        token = logits.argmax(dim=-1) if generators is None else _sample(logits, sampling, [generators[i] for i in
-                                                                                            alive.tolist()])
+        if generators is None:
+            token = logits.argmax(dim=-1)
+        else:
+            token = _sample(logits, sampling, [generators[i] for i in alive.tolist()])
         done = torch.isin(token, stop)
         for row, tok, fin in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
             if not fin:
@@ -152,14 +157,17 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """One token per row: top-k at the temperature, drawn with that row's generator."""
+    """One token per row: the ``top_k`` best (all, when 0) at the temperature, drawn with that row's
+    generator. Only the k candidates' probabilities reach the host, and each row draws k numbers."""
     scores = logits.float() / sampling.temperature
     if 0 < sampling.top_k < scores.shape[-1]:
-        kth = scores.topk(sampling.top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
+        scores, index = scores.topk(sampling.top_k, dim=-1)
+    else:
+        index = None
     probs = torch.softmax(scores, dim=-1).cpu()
-    race = torch.stack([torch.empty(probs.shape[-1]).exponential_(generator=g) for g in generators])
-    return (probs / race).argmax(dim=-1).to(logits.device)
+    race = torch.stack([torch.empty(probs.shape[-1], device="cpu").exponential_(generator=g) for g in generators])
+    choice = (probs / race).argmax(dim=-1).to(logits.device)
+    return choice if index is None else index.gather(-1, choice[:, None]).squeeze(-1)
 
 
 def factual(text: str, facts: MessageFacts, shield: Shield | None = None) -> bool:

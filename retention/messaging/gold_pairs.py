@@ -12,8 +12,9 @@ that checks the chosen message.
 
 Chosen messages
 ---------------
-A greeting, then a sentence of thanks fitted to how long the customer has stayed (its own bands:
-``fresh`` under 7 months, ``settled``, ``veteran`` from 48 months), then, most of the time, a sentence
+A greeting, then a sentence of thanks fitted to how long the customer has stayed (the product's
+tenure bands, :func:`~retention.messaging.prompts.tenure_band`: the generator's prompt states them, so
+they are the specification, not the proxy's data), then, most of the time, a sentence
 about the customer's connection or contract, or an offer of help. All of it in another voice than
 the generator's corpus, with names from :data:`GOLD_NAMES` (accents, apostrophes and hyphens
 included). Every chosen message passes the shield.
@@ -35,9 +36,11 @@ does not decide (the approved copy is the same on both sides):
     a promise in words that nobody can keep ("From now on, your connection simply cannot fail.");
 ``echo``
     the thanks said again in other words, padding instead of content;
-``garbled``
-    a sentence cut off mid-phrase or with its words out of order, as a generator that ran out of
-    tokens writes.
+``cut_off``
+    a sentence cut off mid-phrase and run into the start of another, as a generator that lost its
+    thread writes;
+``scrambled``
+    a sentence with its words out of order.
 
 Lengths: replacements are drawn closest in length to what they replace, on a random side, so the
 rejected message is the longer one in roughly half of the pairs (a test pins 30-70 %).
@@ -52,7 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from retention.messaging.compose import compose
-from retention.messaging.prompts import MessageFacts
+from retention.messaging.prompts import MessageFacts, tenure_band
 from retention.messaging.shield import Shield, default_shield
 
 GOLD_NAMES = ("Zoë", "José", "Siobhán", "Björn", "Anaïs", "Chiara", "Dmitri", "Efua", "Farah", "Gustavo", "Hana",
@@ -65,23 +68,23 @@ THANKS = {
     "fresh": ("We're delighted you picked us, and we hope the start has been easy.",
               "It's a pleasure to count you among our newest customers.",
               "Thank you for giving us your trust so recently.",
-              "We hope your first weeks with us have felt easy."),
-    "settled": ("Thank you for staying with us through the seasons.",
+              "Our wish is that your first weeks with us felt easy."),
+    "settled": ("We're grateful you've kept choosing us season after season.",
                 "It's been a real pleasure looking after you.",
                 "We're thankful you've made us part of your routine.",
-                "Having you with us genuinely matters to our team."),
+                "Your custom genuinely matters to our team."),
     "veteran": ("You've stood by us for a long stretch, and we don't take that lightly.",
                 "Few customers have been with us as long as you have, and we're thankful.",
                 "Your long loyalty is something our whole team appreciates.",
                 "You've been part of our story for ages, thank you."),
 }
 CONNECTION = {
-    "fiber": ("We hope your fiber line is quick whenever you need it.",
+    "fiber": ("May your fiber line be quick whenever you need it.",
               "Fast, steady fiber is what we want you to have at home."),
-    "dsl": ("We hope your DSL line stays steady for everything you do online.",
-            "We want your DSL connection to feel dependable every day."),
+    "dsl": ("May your DSL line stay steady for everything you do online.",
+            "A dependable DSL connection every day is our aim for you."),
     "phone": ("We hope your calls come through loud and clear.",
-              "Keeping you in touch with the people you care about matters to us."),
+              "Clear calls to family and friends are what we want for you."),
 }
 CONTRACT = {
     "flexible": ("We know you like the freedom of a flexible plan.",),
@@ -105,7 +108,7 @@ MANIPULATIVE = ("Don't make us beg.", "Honestly, leaving would break our hearts.
 ASSURANCES = ("From now on, your connection simply cannot fail.", "Every problem you've had is gone for good.",
               "You will never wait on hold again.", "We promise nothing will ever bother you again.",
               "Your service is flawless from today.", "Consider every issue permanently solved.",
-              "We guarantee in writing that your connection will never drop again, whatever happens.",
+              "We guarantee in writing that your line stays up forever, whatever happens.",
               "Rest assured, you will never face a single problem with your service from here on.")
 ECHOES = ("And once more, thank you, thank you, thank you.", "We said it already, but truly, thanks again.",
           "Thanks, thanks and thanks again.", "Really, we just want to thank you, thank you so much again.")
@@ -128,8 +131,8 @@ def gold_name(customer_id: str) -> str:
 
 
 def stay_band(tenure_months: int) -> str:
-    """``fresh`` (under 7 months), ``settled`` or ``veteran`` (48 months or more)."""
-    return "veteran" if tenure_months >= 48 else "settled" if tenure_months >= 7 else "fresh"
+    """``fresh``, ``settled`` or ``veteran``: the product's tenure bands (new, mid, long)."""
+    return {"new": "fresh", "mid": "settled", "long": "veteran"}[tenure_band(tenure_months)]
 
 
 def connection_of(plan: str) -> str:
@@ -168,8 +171,11 @@ def _nearest(options: Sequence[str], length: int, rng: random.Random) -> str:
 
 # ----------------------------------------------------------------------------- failure families
 def form_letter(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.Random) -> list[str]:
-    """Every sentence replaced by an impersonal notice of about the same total length."""
-    return [_nearest(NOTICES, sum(len(s) + 1 for s in sentences) - 1, rng)]
+    """Every sentence replaced by an impersonal notice of about its length (as many sentences)."""
+    out: list[str] = []
+    for sentence in sentences:
+        out.append(_nearest([n for n in NOTICES if n not in out], len(sentence), rng))
+    return out
 
 
 def mismatch(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.Random) -> list[str]:
@@ -204,18 +210,27 @@ def echo(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.R
     return out
 
 
-def garbled(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.Random) -> list[str]:
-    """One sentence cut off mid-phrase (and another added so the length stays close), or its words shuffled."""
+def cut_off(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.Random) -> list[str]:
+    """One sentence cut mid-phrase and run into the start of another, of about the length it had."""
     out = list(sentences)
     i = rng.randrange(len(out))
     words = out[i].rstrip(".!?").split()
-    if rng.random() < 0.5 and len(words) > 4:
-        rng.shuffle(words)
-        out[i] = " ".join(words) + "."
-    else:
-        keep = max(2, len(words) // 2)
-        out[i] = " ".join(words[:keep]) + (" " + " ".join(rng.choice(SUPPORT).split()[:keep]) if rng.random() < 0.5
-                                           else "")
+    keep = rng.randint(2, max(2, len(words) - 2))
+    tail = rng.choice([s for s in SUPPORT + tuple(CONNECTION[connection_of(facts.plan)]) if s != out[i]]).split()
+    room = max(1, len(words) - keep + rng.choice((-2, -1, 0, 1, 2)))
+    out[i] = " ".join(words[:keep] + [tail[0].lower()] + tail[1:room]).rstrip(",") + "."
+    return out
+
+
+def scrambled(greeting: str, sentences: list[str], facts: MessageFacts, rng: random.Random) -> list[str]:
+    """One sentence with its words out of order (the same length)."""
+    out = list(sentences)
+    i = max(range(len(out)), key=lambda j: len(out[j]))
+    words = out[i].rstrip(".!?").split()
+    shuffled = words[:]
+    while shuffled == words and len(words) > 2:
+        rng.shuffle(shuffled)
+    out[i] = " ".join(shuffled) + "."
     return out
 
 
@@ -225,7 +240,8 @@ GOLD_FAMILIES: dict[str, Callable[[str, list[str], MessageFacts, random.Random],
     "manipulative": _replace_one(MANIPULATIVE),
     "assurance": _replace_one(ASSURANCES),
     "echo": echo,
-    "garbled": garbled,
+    "cut_off": cut_off,
+    "scrambled": scrambled,
 }
 
 

@@ -64,7 +64,9 @@ class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from peft import PeftModel
 
+        from retention.config import ServingConfig
         from retention.messaging.base_model import load_base_model
+        from retention.messaging.sampling import Sampling
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.spec = spec
@@ -75,17 +77,19 @@ class MessageGeneratorModel(mlflow.pyfunc.PythonModel):
         self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"])
         self.model.eval()
         self.shield = default_shield()
+        # the sampling its gate judged (in the spec since sampled serving); older specs: serving's defaults
+        default = ServingConfig()
+        self.sampling = Sampling(float(spec.get("temperature", default.temperature)),
+                                 int(spec.get("top_k", default.top_k)))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from retention.config import ServingConfig
         from retention.messaging.compose import write_messages
-        from retention.messaging.sampling import Sampling
 
         records = model_input.to_dict("records")
         facts = [facts_from_record(r, int(r.get("offer_pct", 0) or 0)) for r in records]
         raw = write_messages(self.model, self.tokenizer, facts, self.spec["max_new_tokens"],
                              self.spec["generation_batch_size"], shield=self.shield,
-                             sampling=Sampling.of(ServingConfig())) if facts else []
+                             sampling=self.sampling) if facts else []
         rows = []
         for rec, f, text in zip(records, facts, raw, strict=True):
             result = self.shield.enforce(text, f.name, f.offer_pct, when=_when(rec.get("local_time")),

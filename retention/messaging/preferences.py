@@ -22,9 +22,11 @@ pair, prompt or customer is shared between the proxy and gold training sets; the
 step calls it before training.
 
 Human labels from the blind review (:mod:`retention.messaging.review`, ``--extra-preferences``) are
-split by a stable hash of each pair's prompt (:func:`human_part`) between the proxy's and the gold model's
-training sets, as source ``human``: a person's judgement moves both the reward PPO-text optimises and
-the judge of its gate, and no labelled pair is in both.
+split by a stable hash of each pair's customer facts (:func:`human_part`) between the proxy's and the
+gold model's training sets, as source ``human``: a person's judgement moves both the reward PPO-text
+optimises and the judge of its gate, and no labelled pair or customer is in both. Labels come from
+the gate's own held-out customers, so the gold model stores the customers it has labels for and the
+``ppo_text`` gate leaves them out.
 
 The reward models read a compact prompt (:func:`reward_prompt`): the customer's facts, not the
 generator's instructions. It costs about half the tokens of the generator's prompt.
@@ -171,10 +173,17 @@ def dialogue_pairs(frame: pd.DataFrame, n: int, source: str, seed: int) -> pd.Da
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
+def facts_key(prompt: Sequence[dict]) -> str:
+    """A reward prompt's customer facts without the offer (:func:`reward_prompt`'s user turn up to
+    ``Offer:``): the same key for one customer's four offers."""
+    return prompt[-1]["content"].split(" Offer:")[0]
+
+
 def human_part(prompt: Sequence[dict]) -> str:
-    """``proxy`` or ``gold`` for a human-labelled pair, by a stable hash of its prompt (half each): every
-    label about the same facts goes to the same side, so the two sets share no prompt."""
-    return "proxy" if _unit(f"human:{_prompt_key(prompt)}") < 0.5 else "gold"
+    """``proxy`` or ``gold`` for a human-labelled pair, by a stable hash of its customer's facts
+    (:func:`facts_key`, half each): every label about one customer, whatever the offer, goes to the
+    same side, so the two sets share no prompt and no customer."""
+    return "proxy" if _unit(f"human:{facts_key(prompt)}") < 0.5 else "gold"
 
 
 def dialogue_part(key: str) -> str:
@@ -225,6 +234,8 @@ def build_preference_sets(customers: pd.DataFrame, hh_train: pd.DataFrame, oasst
     }
     hh_split = hh_train["prompt"].map(dialogue_part) if not hh_train.empty else pd.Series(dtype=str)
     tree_split = oasst_train["tree_id"].map(dialogue_part) if not oasst_train.empty else pd.Series(dtype=str)
+    # a label about a customer one model already trains on goes to that model (else by hash, human_part)
+    side = {facts_key(pr): name for name in ("proxy", "gold") for pr in domain[name]["prompt"]}
     sets = {}
     for name in ("proxy", "gold"):
         frames = [domain[name],
@@ -233,7 +244,8 @@ def build_preference_sets(customers: pd.DataFrame, hh_train: pd.DataFrame, oasst
                   dialogue_pairs(oasst_train[tree_split == name] if len(tree_split) else oasst_train,
                                  cfg.oasst_pairs, OASST, cfg.seed)]
         if extra is not None and not extra.empty:
-            frames.append(extra[extra["prompt"].map(human_part) == name][list(COLUMNS)])
+            frames.append(extra[extra["prompt"].map(lambda pr: side.get(facts_key(pr)) or human_part(pr)) == name]
+                          [list(COLUMNS)])
         sets[name] = _concat(frames, cfg.seed)
     sets["eval"] = _concat([domain["eval"], dialogue_pairs(hh_test, cfg.eval_hh_pairs, HH, cfg.seed)], cfg.seed)
     check_independent(sets["proxy"], sets["gold"])

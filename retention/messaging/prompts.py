@@ -81,8 +81,8 @@ FOCUSES = {"loyalty": "thanks for loyalty", "plan": "their plan", "help": "help"
 def focus_of(facts: MessageFacts) -> str:
     """What the personal part is about, a key of :data:`FOCUSES`: a stable hash of the customer's facts.
 
-    Greedy decoding writes one message per prompt; the focus varies the prompt across customers, so
-    messages vary too, and the same customer always gets the same focus (serving and gates agree).
+    The focus varies the prompt across customers, so messages vary too, and the same customer always
+    gets the same focus (serving and gates agree).
     """
     key = f"{facts.name}|{facts.tenure_months}|{facts.plan}|{facts.monthly_charges:.2f}"
     return tuple(FOCUSES)[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % len(FOCUSES)]

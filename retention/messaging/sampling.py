@@ -16,10 +16,11 @@ class Sampling:
     """How the decoder picks each token: greedy (``temperature`` 0) or sampled.
 
     Sampling draws from the ``top_k`` most likely allowed tokens at ``temperature``, with a random
-    stream seeded by a hash of the prompt's tokens: the same customer facts always get the same
-    message (a retried request, a re-run gate), whatever else is in the batch, and different facts
-    get different draws. Greedy decoding writes a handful of sentences per prompt pattern; sampling
-    gives the variety a customer base would notice missing.
+    stream seeded by a hash of the prompt's tokens and the customer's facts (:func:`prompt_seed`):
+    on the same hardware and dtype, the same facts get the same message (a retried request, a
+    re-run gate) up to rounding, and customers whose prompts look alike still get their own draws.
+    Greedy decoding writes a handful of sentences per prompt pattern; sampling gives the variety a
+    customer base would notice missing.
     """
 
     temperature: float = 0.0
@@ -38,7 +39,7 @@ class Sampling:
 GREEDY = Sampling()
 
 
-def prompt_seed(ids: Sequence[int]) -> int:
-    """A stable 63-bit seed from a prompt's token ids."""
-    digest = hashlib.sha256(",".join(map(str, ids)).encode()).digest()
+def prompt_seed(ids: Sequence[int], facts: object = None) -> int:
+    """A stable 63-bit seed from a prompt's token ids and (its ``repr``) the facts behind it."""
+    digest = hashlib.sha256((",".join(map(str, ids)) + "|" + repr(facts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1

@@ -142,7 +142,7 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
     from retention.messaging.compose import compose_all, forbidden_tokens
     from retention.messaging.failure_families import FAMILIES, parse_families
     from retention.messaging.ppo_text import sample_messages
-    from retention.messaging.preferences import build_preference_sets, reward_prompt
+    from retention.messaging.preferences import build_preference_sets, facts_key, reward_prompt
     from retention.messaging.review import read_labels
     from retention.messaging.reward_model import (
         normalisation,
@@ -231,7 +231,9 @@ def train_reward(cfg: Config, params: dict[str, Any], progress: bool = True) -> 
                     "bias": bias, "score_batch_size": r.score_batch_size, "max_length": r.max_length,
                     "normalised_on": f"{GENERATOR} v{gen_version.version}, {len(sft_texts)} samples at temperature "
                                      f"{cfg.ppo_text.temperature}", "held_out_families": held_out if role == "proxy"
-                    else [], "pairs": {k: int(v) for k, v in frame["source"].value_counts().items()}}
+                    else [], "pairs": {k: int(v) for k, v in frame["source"].value_counts().items()},
+                    # customers this model has human labels for: the gate judges without them
+                    "human_facts": sorted({facts_key(pr) for pr in frame.loc[frame["source"] == "human", "prompt"]})}
             with tempfile.TemporaryDirectory() as tmp:
                 artifacts = save_reward_model(result.model, spec, Path(tmp))
                 example = pd.DataFrame([{**EXAMPLE, "message": "Hi Maria! Enjoy 10% off your plan for the next 3 "
@@ -276,6 +278,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
     from retention.messaging.judge import judge, outcomes, win_rate
     from retention.messaging.model import log_generator
     from retention.messaging.ppo_text import kl_to_reference, train_ppo_text
+    from retention.messaging.preferences import facts_key, reward_prompt
     from retention.messaging.sampling import Sampling
     from retention.messaging.sft import training_settings
     from retention.registry import CHALLENGER, CHAMPION, generator_gate, generator_thresholds
@@ -289,8 +292,9 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.set_tags({"uses.message-generator": sft_version.version,
                          **{f"uses.reward-model.{k}": v.version for k, v in rewards.items()}})
         gen = mlflow.pyfunc.load_model(f"models:/{GENERATOR}/{sft_version.version}").unwrap_python_model()
-        proxy, gold = (mlflow.pyfunc.load_model(f"models:/{REWARD}/{rewards[r].version}").unwrap_python_model().scorer
-                       for r in ROLES)
+        proxy_model, gold_model = (mlflow.pyfunc.load_model(f"models:/{REWARD}/{rewards[r].version}")
+                                   .unwrap_python_model() for r in ROLES)
+        proxy, gold = proxy_model.scorer, gold_model.scorer
         tok = gen.tokenizer
         for model in (gen.model, proxy.model, gold.model):
             model.to(_device())
@@ -299,6 +303,10 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
 
         train_facts = _decisions(load_split(processed, "telco", "train"), p.prompts, p.seed, cycle=False)
         cases = _decisions(load_split(processed, "telco", "test"), p.eval_prompts, p.seed, cycle=True)
+        labelled = set(gold_model.spec.get("human_facts", []))  # the judge's own human labels: not judged on
+        kept_cases = [c for c in cases if facts_key(reward_prompt(c)) not in labelled]
+        mlflow.log_metric("eval_cases_left_out_human_labelled", len(cases) - len(kept_cases))
+        cases = kept_cases
         settings = training_settings(m)
         torch.set_num_threads(int(settings["torch_threads"]))
         bf16 = bool(settings["bf16"])
@@ -359,6 +367,7 @@ def ppo_text(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
         mlflow.log_artifact(str(Path(tmp) / "value_head.pt"), "ppo_text")
         spec_path = Path(tmp) / "generator.json"
         spec_path.write_text(json.dumps({**gen.spec, "kind": "ppo_text", "sft_version": sft_version.version,
+                                         "temperature": cfg.serving.temperature, "top_k": cfg.serving.top_k,
                                          "ppo_text": asdict(p)}, indent=2))
         example = pd.DataFrame([GENERATOR_EXAMPLE])
         info = log_generator({"adapter": str(adapter), "sft_adapter": str(sft_adapter), "spec": str(spec_path)},
@@ -495,7 +504,10 @@ def sft(cfg: Config, params: dict[str, Any], progress: bool = True) -> str:
             adapter = Path(tmp) / "adapter"
             result.model.save_pretrained(adapter)
             spec = Path(tmp) / "generator.json"
-            spec.write_text(json.dumps({**{k: v for k, v in asdict(m).items()}, "kind": "sft"}, indent=2))
+            spec.write_text(json.dumps({**{k: v for k, v in asdict(m).items()}, "kind": "sft",
+                                        # the decoding its gate judged: the standalone pyfunc samples the same way
+                                        "temperature": cfg.serving.temperature, "top_k": cfg.serving.top_k},
+                                       indent=2))
             info = log_generator({"adapter": str(adapter), "spec": str(spec)}, pd.DataFrame([GENERATOR_EXAMPLE]),
                                  GENERATOR, generator_requirements())
         mlflow.log_metrics({f"sft/{k}": v for k, v in sft_report.metrics.items()}, dataset=telco["test"],

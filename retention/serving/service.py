@@ -38,7 +38,7 @@ import pandas as pd
 from retention.config import EnvConfig, ServingConfig
 from retention.messaging.compose import write_messages
 from retention.messaging.prompts import facts_from_record
-from retention.messaging.sampling import GREEDY, Sampling
+from retention.messaging.sampling import Sampling
 from retention.messaging.shield import Shield
 from retention.offers import OFFER_PERCENT
 from retention.policy.cohort import offer_costs
@@ -67,7 +67,7 @@ class Generator:
     tokenizer: Any
     max_new_tokens: int
     batch_size: int
-    sampling: Sampling = GREEDY
+    sampling: Sampling  # the serving decoder's (Sampling.of(ServingConfig)); GREEDY decodes greedily
 
 
 class DecisionService:

@@ -44,6 +44,13 @@ def test_the_banks_share_no_sentence_and_no_name():
                                          failure_families.FILLER, failure_families.OFF_TOPIC)
                   for s in group}
     assert proxy_bank and not bank_sentences() & proxy_bank
+
+    def grams(text: str) -> set[tuple[str, ...]]:  # word 4-grams: no shared phrase either
+        words = re.findall(r"[a-z']+", text)
+        return {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
+
+    shared = set().union(*map(grams, bank_sentences())) & set().union(*map(grams, proxy_bank))
+    assert not shared, shared
     assert not set(GOLD_NAMES) & set(sft_data.FIRST_NAMES)
     assert {"Zoë", "D'Arcy", "Anne-Marie", "Siobhán"} <= set(GOLD_NAMES)  # accents, apostrophes and hyphens
 
@@ -65,8 +72,15 @@ def test_every_chosen_message_passes_the_shield_and_the_failure_is_in_the_person
 
 def test_length_is_no_shortcut():
     examples = gold_examples(_facts(600), seed=1)
-    longer = [len(e.rejected) > len(e.chosen) for e in examples if e.family != "garbled"]  # a cut text is shorter
-    assert 0.35 <= np.mean(longer) <= 0.65, np.mean(longer)
+    for family in GOLD_FAMILIES:  # per family: the rejected text is longer about as often as shorter
+        pairs = [(len(e.rejected), len(e.chosen)) for e in examples if e.family == family]
+        longer, shorter = np.mean([r > c for r, c in pairs]), np.mean([r < c for r, c in pairs])
+        if family == "scrambled":  # the same words in another order
+            assert longer == shorter == 0
+        else:
+            assert 0.3 <= longer <= 0.7 and 0.25 <= shorter <= 0.7, (family, longer, shorter)
+        sentences = [(e.rejected.count(". "), e.chosen.count(". ")) for e in examples if e.family == family]
+        assert 0.6 <= np.mean([r == c for r, c in sentences]), family  # nor the number of sentences
 
 
 def test_a_mismatch_describes_another_customer():

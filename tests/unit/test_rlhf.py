@@ -528,12 +528,18 @@ def test_a_human_label_from_the_review_sheet_moves_the_proxy_and_the_gate(tmp_pa
         assert with_labels > without + 0.05 and reversed_labels < without, (role, without, with_labels,
                                                                             reversed_labels)
 
-    def gate_win_rate(extra) -> float:  # PPO-text's gate statistic, judged by this gold model
-        model, tok = trained(extra, "gold")
-        return judge(facts, liked, disliked, gold=lambda f, texts: score(model, tok, [reward_prompt(x) for x in f],
-                                                                          texts), n_resamples=200).gold.rate
+    # the gate judges other customers than the labelled ones (ppo_text leaves the judge's labelled ones out)
+    others = [facts_for(r, 10) for r in _customers(40).iloc[24:].to_dict("records")]
+    liked_o = [compose(f"Hi {f.name}, thank you for staying with us all this time.", f) for f in others]
+    disliked_o = [compose(f"Hello {f.name}. We value our customers greatly and hope you agree.", f) for f in others]
 
-    assert gate_win_rate(human) > gate_win_rate(flipped)
+    def gate_margin(extra) -> float:  # what PPO-text's gate statistic is made of, by this gold model
+        model, tok = trained(extra, "gold")
+        result = judge(others, liked_o, disliked_o, n_resamples=200,
+                       gold=lambda f, texts: score(model, tok, [reward_prompt(x) for x in f], texts))
+        return float((result.pairs["gold_a"] - result.pairs["gold_b"]).mean())
+
+    assert gate_margin(human) > gate_margin(flipped)
 
 
 @pytest.mark.parametrize(("trained", "held"), [(["generic", "off_topic"], ["generic"]),
@@ -607,3 +613,14 @@ def test_a_pairs_chosen_and_rejected_are_judged_after_the_same_context():
     from retention.messaging.reward_model import score
 
     assert rows["reward_chosen"].iloc[0] == pytest.approx(float(score(model, tok, [together], [short])[0]), abs=1e-4)
+
+
+def test_human_labels_about_one_customer_go_to_one_side():
+    """All four offers' labels for a customer land with the proxy or all with the gold judge."""
+    from retention.messaging.preferences import facts_key, human_part, reward_prompt
+
+    for r in _customers(30).to_dict("records"):
+        prompts = [reward_prompt(facts_for(r, pct)) for pct in (0, 5, 10, 15)]
+        assert len({facts_key(p) for p in prompts}) == 1 and len({human_part(p) for p in prompts}) == 1
+    sides = {human_part(reward_prompt(facts_for(r, 5))) for r in _customers(30).to_dict("records")}
+    assert sides == {"proxy", "gold"}

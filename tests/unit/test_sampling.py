@@ -105,7 +105,9 @@ def test_serving_and_the_gates_decode_with_the_serving_sampling(tiny):
     assert "Sampling.of(cfg.serving)" in inspect.getsource(steps.sft)
     assert "Sampling.of(cfg.serving)" in inspect.getsource(steps.ppo_text)
     assert "Sampling.of(serving)" in inspect.getsource(serving_model)
-    assert "Sampling.of(ServingConfig())" in inspect.getsource(generator_model.MessageGeneratorModel.predict)
+    # the standalone generator samples as its spec says (written by the sft / ppo_text steps)
+    assert 'spec.get("temperature"' in inspect.getsource(generator_model.MessageGeneratorModel.load_context)
+    assert '"temperature": cfg.serving.temperature' in inspect.getsource(steps.sft)
     assert Sampling.of(ServingConfig()) != GREEDY  # the shipped default samples
     model, tok = tiny
     a = write_messages(model, tok, FACTS, 56, 6, sampling=Sampling.of(ServingConfig()))
@@ -139,3 +141,26 @@ def test_ppo_rollouts_sample_under_the_serving_mask(tiny):
         plain_lp, _, _ = forward_pass(model, query, qmask, response, rmask, 3.0)
     assert torch.isfinite(masked_lp).all() and torch.isfinite(entropy).all()
     assert (masked_lp[rmask.bool()] >= plain_lp[rmask.bool()] - 1e-5).all()  # less mass elsewhere: more here
+
+
+def test_rows_that_end_early_keep_their_own_draws(tiny):
+    """Rows leave the batch when they write a stop token; the others keep their own random streams."""
+    from retention.messaging.evaluate import greedy_decode
+    from retention.messaging.prompts import render_prompt
+
+    model, tok = tiny
+    s = Sampling(1.0, 50)
+    prompts = [tok(render_prompt(tok, f), add_special_tokens=False)["input_ids"] for f in FACTS]
+    seeds = [prompt_seed(p, f) for p, f in zip(prompts, FACTS, strict=True)]
+
+    def run(rows, stops):
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(prompts[i])) + prompts[i] for i in rows])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in rows])
+        return greedy_decode(model, ids, mask, None, 14, stops, sampling=s, seeds=[seeds[i] for i in rows])
+
+    free = run(range(len(FACTS)), [-1])
+    stops = sorted({free[0][2], free[1][5]})  # tokens two rows really draw: they end at different steps
+    together = run(range(len(FACTS)), stops)
+    assert any(len(r) < 14 for r in together) and any(len(r) == 14 for r in together)
+    assert together == [run([i], stops)[0] for i in range(len(FACTS))]

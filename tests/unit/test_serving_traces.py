@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from retention.messaging.sampling import GREEDY
 from retention.serving import inference_log
 from tests.unit.test_monitoring import make_service as _make_service
 
@@ -103,7 +104,7 @@ def test_the_shield_verdict_names_what_was_sent_for_each_message_source(tracking
     assert len(sent) and {s["verdict"] for s in sent["safety"]} == {"template_by_design"}
     assert all(s["passed"] is None for s in sent["safety"])
 
-    service.generator = Generator(model=None, tokenizer=None, max_new_tokens=8, batch_size=64)
+    service.generator = Generator(model=None, tokenizer=None, max_new_tokens=8, batch_size=64, sampling=GREEDY)
 
     def fake_generate(facts, texts):  # stands in for the LLM only; the shield under test is the real one
         return [service.shield.template(f.name, f.offer_pct) if i % 2 == 0 else "WIN CASH NOW!!! click evil.com"
