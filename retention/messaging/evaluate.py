@@ -34,6 +34,14 @@ Generate = Callable[[Sequence[MessageFacts]], list[str]]
 MIN_SHARED_PREFIX = 8  # tokens; below this, computing the prefix once is not worth it
 
 
+def banned_block(banned: torch.Tensor, width: int, device) -> torch.Tensor:
+    """A vocabulary mask (``forbidden_tokens``) fitted to ``width`` logits on ``device``: cut, or padded
+    with allowed ids (a model's logits can be wider than its tokenizer)."""
+    block = torch.zeros(width, dtype=torch.bool, device=device)
+    keep = min(len(banned), width)
+    block[:keep] = banned[:keep].to(device)
+    return block
+
 
 def shared_prefix_ids(tokenized: Sequence[Sequence[int]]) -> list[int]:
     """The longest run of leading token ids common to every prompt (the system prompt, mostly)."""
@@ -57,7 +65,7 @@ def generate_batch(model, tokenizer, facts: Sequence[MessageFacts], max_new_toke
     Positions come from the attention mask, so this computes what the unshared prompts would.
     Decoding is :func:`greedy_decode`, which drops each sequence from the batch when it ends;
     ``banned`` (a boolean mask over the vocabulary) are tokens it may never choose. With a sampling
-    ``sampling``, each prompt's draws are seeded by its own tokens (:func:`prompt_seed`).
+    ``sampling``, each prompt's draws are seeded by its tokens and facts (:func:`prompt_seed`).
     """
     from tqdm.auto import tqdm
     from transformers import DynamicCache
@@ -133,9 +141,7 @@ def greedy_decode(model, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_t
                        logits_to_keep=1).logits[:, -1, :]
         if banned is not None:
             if block is None:
-                block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-                width = min(len(banned), logits.shape[-1])
-                block[:width] = banned[:width].to(logits.device)
+                block = banned_block(banned, logits.shape[-1], logits.device)
             logits = logits.masked_fill(block, float("-inf"))
         if generators is None:
             token = logits.argmax(dim=-1)

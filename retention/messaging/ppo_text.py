@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from retention.config import PPOTextConfig
+from retention.messaging.evaluate import banned_block
 from retention.messaging.kl_control import make_kl_controller
 from retention.messaging.prompts import MessageFacts, render_prompt
 
@@ -148,10 +149,7 @@ def _masked(logits: torch.Tensor, banned: torch.Tensor | None) -> torch.Tensor:
     """``logits`` with ``banned`` tokens (a vocabulary mask, padded or cut to the logits' width) at -inf."""
     if banned is None:
         return logits
-    block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    width = min(len(banned), logits.shape[-1])
-    block[:width] = banned[:width].to(logits.device)
-    return logits.masked_fill(block, float("-inf"))
+    return logits.masked_fill(banned_block(banned, logits.shape[-1], logits.device), float("-inf"))
 
 
 def decode(tokenizer, tokens: torch.Tensor, response_mask: torch.Tensor, eos: Sequence[int]) -> list[str]:

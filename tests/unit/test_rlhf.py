@@ -567,15 +567,20 @@ def test_the_reward_model_prefers_the_warm_specific_message_on_held_out_customer
     assert after["accuracy"] >= 0.9 and after["accuracy"] > before["accuracy"], (before, after)
 
 
+def _long_dialogue(exchanges: int, question: str) -> list[dict[str, str]]:
+    """``exchanges`` user/assistant turns ("<question> <i> about the weather ...") and a last user turn."""
+    turns = []
+    for i in range(exchanges):
+        turns += [{"role": "user", "content": f"{question} {i} about the weather and the sea " * 3},
+                  {"role": "assistant", "content": f"answer {i} about the sea " * 3}]
+    return turns + [{"role": "user", "content": "and the last question?"}]
+
+
 def test_a_dialogue_too_long_keeps_its_final_turns_and_is_scored():
     from retention.messaging.reward_model import _fitted_ids, _sequence_ids, reward_backbone, score
 
     model, tok = reward_backbone("tiny-random")
-    turns = []
-    for i in range(12):
-        turns += [{"role": "user", "content": f"question number {i} about the weather and the sea " * 3},
-                  {"role": "assistant", "content": f"answer {i} about the sea " * 3}]
-    dialogue = turns + [{"role": "user", "content": "and the last question?"}]
+    dialogue = _long_dialogue(12, "question number")
     whole = _sequence_ids(tok, dialogue, "the final answer")
     fitted = _fitted_ids(tok, dialogue, "the final answer", max_length=len(whole) // 3)
     assert len(fitted) <= len(whole) // 3
@@ -593,11 +598,7 @@ def test_a_pairs_chosen_and_rejected_are_judged_after_the_same_context():
     from retention.messaging.reward_model import _sequence_ids, fitted_prompt, pairwise_accuracy, reward_backbone
 
     model, tok = reward_backbone("tiny-random")
-    turns = []
-    for i in range(10):
-        turns += [{"role": "user", "content": f"question {i} about the weather and the sea " * 3},
-                  {"role": "assistant", "content": f"answer {i} about the sea " * 3}]
-    dialogue = turns + [{"role": "user", "content": "and the last question?"}]
+    dialogue = _long_dialogue(10, "question")
     short, long = "yes", "a much longer reply that goes on about the sea and the weather " * 4
     limit = len(_sequence_ids(tok, dialogue, "yes")) // 2
     together = fitted_prompt(tok, dialogue, [short, long], limit)
